@@ -1,0 +1,1 @@
+"""tinymoon — a small tensor and autodiff engine (placeholder during bootstrap)."""

@@ -1,0 +1,43 @@
+"""One small hierarchy of exceptions. Every message names the op, the shapes/dtypes/devices involved,
+and what to do about it."""
+
+
+class TinymoonError(Exception):
+    """Base class of every error tinymoon raises on purpose."""
+
+
+class ShapeError(TinymoonError, ValueError):
+    """Operands whose shapes do not fit together."""
+
+
+class DTypeError(TinymoonError, TypeError):
+    """Operands whose dtypes do not fit together (tinymoon never promotes float32 <-> float64 silently)."""
+
+
+class DeviceError(TinymoonError, RuntimeError):
+    """Operands on different devices, or a device that is not available."""
+
+
+class MissingRuleError(TinymoonError, NotImplementedError):
+    """A primitive has no rule for the requested mode (jvp, vjp or vijp)."""
+
+
+class NotInvertibleError(TinymoonError, ValueError):
+    """A vijp that cannot be recovered: the layer erased information and no fragment was given, or the
+    data path forks, or the Jacobian is singular there."""
+
+
+class GradientError(TinymoonError, RuntimeError):
+    """Misuse of the differentiation API (backward of a non-scalar without a cotangent, ...)."""
+
+
+class CheckpointError(TinymoonError, ValueError):
+    """A checkpoint that is corrupt, or that does not match what it is loaded into."""
+
+
+class NonFiniteError(TinymoonError, FloatingPointError):
+    """NaN or infinity where a finite number is required."""
+
+
+class GradCheckError(TinymoonError, AssertionError):
+    """A gradient identity failed in tinymoon.testing.check_grads."""
