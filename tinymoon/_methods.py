@@ -1,0 +1,43 @@
+"""Binds tinymoon.functional onto Tensor as operators and methods (x + y, x.exp(), x.sum(), ...)."""
+from . import functional as F
+from .tensor import Tensor
+
+
+def _bind():
+    T = Tensor
+    T.__add__ = lambda a, b: F.add(a, b)
+    T.__radd__ = lambda a, b: F.add(b, a)
+    T.__sub__ = lambda a, b: F.sub(a, b)
+    T.__rsub__ = lambda a, b: F.sub(b, a)
+    T.__mul__ = lambda a, b: F.mul(a, b)
+    T.__rmul__ = lambda a, b: F.mul(b, a)
+    T.__truediv__ = lambda a, b: F.div(a, b)
+    T.__rtruediv__ = lambda a, b: F.div(b, a)
+    T.__pow__ = lambda a, b: F.pow(a, b)
+    T.__rpow__ = lambda a, b: F.pow(b, a)
+    T.__neg__ = lambda a: F.neg(a)
+    T.__abs__ = lambda a: F.abs(a)
+    T.__eq__ = lambda a, b: F.eq(a, b)
+    T.__ne__ = lambda a, b: F.ne(a, b)
+    T.__lt__ = lambda a, b: F.lt(a, b)
+    T.__le__ = lambda a, b: F.le(a, b)
+    T.__gt__ = lambda a, b: F.gt(a, b)
+    T.__ge__ = lambda a, b: F.ge(a, b)
+    T.__hash__ = lambda a: id(a)
+    for name in ("exp", "log", "sqrt", "tanh", "sigmoid", "relu", "gelu", "silu", "leaky_relu", "elu",
+                 "softplus", "clip", "abs"):
+        setattr(T, name, getattr(F, name))
+    # shape, reduction and linear-algebra methods are bound in their own sections when present
+    for name in ("sum", "mean", "max", "min", "var", "logsumexp", "reshape", "transpose", "permute",
+                 "broadcast_to", "squeeze", "unsqueeze", "flatten", "matmul", "softmax", "log_softmax",
+                 "expand_dims", "argmax", "argmin"):
+        if hasattr(F, name):
+            setattr(T, name, getattr(F, name))
+    if hasattr(F, "matmul"):
+        T.__matmul__ = lambda a, b: F.matmul(a, b)
+        T.__rmatmul__ = lambda a, b: F.matmul(b, a)
+    if hasattr(F, "getitem"):
+        T.__getitem__ = lambda a, idx: F.getitem(a, idx)
+
+
+_bind()

@@ -1,0 +1,170 @@
+"""Reverse mode: the tape walked backwards.
+
+`backward(root, y_bar)` orders the recorded nodes topologically, then feeds each node's output cotangent
+to its primitive's vjp rule and accumulates the input cotangents. A cotangent whose shape differs from
+its input's (the input was broadcast) is summed back to the input's shape here — once, for every rule.
+A node's residuals are released as soon as it is done, so memory falls as the pass proceeds.
+"""
+from __future__ import annotations
+
+from ..errors import GradientError, ShapeError
+from .state import enable_grad
+
+
+def unbroadcast(g, shape):
+    """Sum cotangent g down to `shape` (the reverse of NumPy broadcasting)."""
+    if g.shape == shape:
+        return g
+    extra = g.ndim - len(shape)
+    if extra < 0:
+        raise ShapeError(f"cotangent of shape {g.shape} cannot be reduced to input shape {shape}")
+    axes = tuple(range(extra)) + tuple(extra + i for i, n in enumerate(shape) if n == 1 and g.shape[extra + i] != 1)
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+    return g.reshape(shape) if extra else g
+
+
+def _topological(root):
+    """Tensors reachable from root through tape nodes, inputs before outputs."""
+    order, seen = [], set()
+    stack = [(root, False)]
+    while stack:
+        t, done = stack.pop()
+        if done:
+            order.append(t)
+            continue
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        stack.append((t, True))
+        node = t._node
+        if node is not None:
+            for p in node.inputs:
+                if p.requires_grad and id(p) not in seen:
+                    stack.append((p, False))
+    return order
+
+
+def backprop(root, y_bar, wrt=None, retain_graph=False):
+    """Propagate cotangent y_bar (an array of root's shape) through the tape.
+
+    wrt=None: accumulate into the .grad of every leaf that requires grad (Tensor.backward).
+    wrt=[tensors]: return their cotangents (arrays or None) and leave every .grad untouched (tm.vjp).
+    """
+    from ..tensor import Tensor
+    grads = {id(root): y_bar}
+    want = None if wrt is None else {id(t) for t in wrt}
+    found = {}
+    for t in reversed(_topological(root)):
+        g = grads.pop(id(t), None)
+        if g is None:
+            continue
+        if want is not None and id(t) in want:
+            found[id(t)] = g if id(t) not in found else found[id(t)] + g
+        node = t._node
+        if node is None:                       # a leaf: accumulate into .grad
+            if want is None:
+                if t.grad is None:
+                    t.grad = Tensor._wrap(g.copy())
+                else:
+                    t.grad = Tensor._wrap(t.grad.data + g)
+            continue
+        if node.released:
+            raise GradientError(
+                f"backward through {node.prim.name} a second time: its residuals were already freed. "
+                "Pass retain_graph=True to the first backward if you need to differentiate twice.")
+        cts = node.prim.vjp(node.ctx, g)
+        if not isinstance(cts, tuple):
+            cts = (cts,)
+        for inp, ct in zip(node.inputs, cts):
+            if ct is None or not inp.requires_grad:
+                continue
+            if ct.shape != inp.data.shape:
+                ct = unbroadcast(ct, inp.data.shape)
+            prev = grads.get(id(inp))
+            grads[id(inp)] = ct if prev is None else prev + ct
+        if not retain_graph:
+            node.ctx.release()
+            node.released = True
+    if want is not None:
+        return [found.get(id(t)) for t in wrt]
+    return None
+
+
+def _seed(out, y_bar, what):
+    """The initial cotangent: given, or 1 for a scalar output."""
+    from ..tensor import Tensor
+    if y_bar is None:
+        if out.data.size != 1:
+            raise GradientError(
+                f"{what} of a non-scalar output of shape {out.shape} needs a cotangent: pass y_bar "
+                "(an array/Tensor of the output's shape), or reduce the output to a scalar first")
+        return out.xp.ones_like(out.data)
+    y_bar = y_bar.data if isinstance(y_bar, Tensor) else out.xp.asarray(y_bar, dtype=out.data.dtype)
+    if y_bar.shape != out.data.shape:
+        raise ShapeError(f"{what}: cotangent shape {y_bar.shape} does not match output shape {out.shape}")
+    if y_bar.dtype != out.data.dtype:
+        y_bar = y_bar.astype(out.data.dtype)
+    return y_bar
+
+
+def backward(out, y_bar=None, retain_graph=False):
+    """Tensor.backward: accumulate d<y_bar, out>/d(leaf) into every leaf's .grad."""
+    if not out.requires_grad:
+        raise GradientError("backward() on a tensor that does not require grad: no input of the computation "
+                            "had requires_grad=True (or it ran under tm.no_grad())")
+    backprop(out, _seed(out, y_bar, "backward()"), retain_graph=retain_graph)
+
+
+def _as_primals(primals):
+    from ..tensor import as_tensor
+    ps = []
+    for p in primals:
+        q = as_tensor(p).detach()
+        q.requires_grad = True
+        ps.append(q)
+    return ps
+
+
+def vjp(f, *primals):
+    """(out, vjp_fn): vjp_fn(y_bar) returns the cotangents of the primals, as a tuple of Tensors."""
+    from ..tensor import Tensor
+    ps = _as_primals(primals)
+    with enable_grad():
+        out = f(*ps)
+
+    def vjp_fn(y_bar=None, retain_graph=True):
+        if not out.requires_grad:
+            return tuple(Tensor._wrap(p.xp.zeros_like(p.data)) for p in ps)
+        gs = backprop(out, _seed(out, y_bar, "vjp"), wrt=ps, retain_graph=retain_graph)
+        return tuple(Tensor._wrap(g if g is not None else p.xp.zeros_like(p.data)) for g, p in zip(gs, ps))
+
+    return out.detach(), vjp_fn
+
+
+def value_and_grad(f, argnums=0):
+    """f -> (x -> (f(x), df/dx)) for scalar-valued f; argnums an int or a tuple of ints."""
+    def wrapped(*args):
+        nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+        ps = _as_primals([args[i] for i in nums])
+        full = list(args)
+        for i, p in zip(nums, ps):
+            full[i] = p
+        with enable_grad():
+            out = f(*full)
+        from ..tensor import Tensor
+        if not isinstance(out, Tensor):
+            raise GradientError(f"grad: the function returned {type(out).__name__}, expected a scalar Tensor")
+        if not out.requires_grad:
+            gs = [None] * len(ps)
+        else:
+            gs = backprop(out, _seed(out, None, "grad"), wrt=ps)
+        gs = tuple(Tensor._wrap(g if g is not None else p.xp.zeros_like(p.data)) for g, p in zip(gs, ps))
+        return out.detach(), (gs[0] if isinstance(argnums, int) else gs)
+    return wrapped
+
+
+def grad(f, argnums=0):
+    """f -> df/dx (argnums selects the arguments), for scalar-valued f."""
+    vg = value_and_grad(f, argnums)
+    return lambda *args: vg(*args)[1]

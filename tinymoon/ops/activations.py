@@ -1,0 +1,181 @@
+"""Activations: tanh, sigmoid, relu, leaky_relu, elu, gelu (exact, erf), silu, softplus.
+
+All are Diagonal primitives (see elementwise.py): jvp, vjp and vijp follow from the derivative alone.
+ReLU and leaky ReLU keep only a bit-packed sign mask (1 bit per element) — the input-only residual that
+Moonwalk's phase 1 relies on. The others keep one float array (the input or the output, whichever gives
+the derivative more cheaply).
+"""
+from __future__ import annotations
+
+from ..backend import get_array_module
+from .elementwise import Diagonal
+from .masks import BitMask, where_mask
+from .special import INV_SQRT_2PI, SQRT_HALF, erf
+
+
+class Tanh(Diagonal):
+    name = "tanh"
+
+    @staticmethod
+    def forward(ctx, x):
+        y = get_array_module(x).tanh(x)
+        ctx.save(y=y)
+        return y
+
+    @classmethod
+    def derivative(cls, ctx, i=0):
+        return 1 - ctx.y * ctx.y          # tanh' = 1 - tanh^2
+
+
+class Sigmoid(Diagonal):
+    name = "sigmoid"
+
+    @staticmethod
+    def forward(ctx, x):
+        xp = get_array_module(x)
+        # 1/(1+e^-x) for x >= 0 and e^x/(1+e^x) for x < 0: never overflows.
+        e = xp.exp(-xp.abs(x))
+        y = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        ctx.save(y=y)
+        return y
+
+    @classmethod
+    def derivative(cls, ctx, i=0):
+        return ctx.y * (1 - ctx.y)        # s' = s (1 - s)
+
+
+class ReLU(Diagonal):
+    """max(x, 0). Subgradient 0 at x = 0. The units with x <= 0 erase their cotangent: the fragment is
+    y_bar on the inactive units, as a compact 1-D array."""
+    name = "relu"
+
+    @staticmethod
+    def forward(ctx, x):
+        active = x > 0
+        ctx.save(mask=BitMask.pack(active))
+        return get_array_module(x).where(active, x, 0).astype(x.dtype, copy=False)
+
+    @classmethod
+    def derivative(cls, ctx, i=0):
+        return ctx.mask.unpack()
+
+    @classmethod
+    def vjp(cls, ctx, y_bar):
+        return (where_mask(ctx.mask, y_bar, 0.0),)
+
+    @classmethod
+    def jvp(cls, ctx, x_dot):
+        return where_mask(ctx.mask, x_dot, 0.0)
+
+    @classmethod
+    def _erased(cls, ctx, d):
+        return ~d
+
+
+class LeakyReLU(Diagonal):
+    """x for x > 0, slope * x otherwise. With slope > 0 the Jacobian is invertible (no fragment)."""
+    name = "leaky_relu"
+
+    @staticmethod
+    def forward(ctx, x, slope=0.01):
+        active = x > 0
+        ctx.save(mask=BitMask.pack(active))
+        return get_array_module(x).where(active, x, slope * x).astype(x.dtype, copy=False)
+
+    @classmethod
+    def derivative(cls, ctx, i=0):
+        xp = get_array_module(ctx.mask.packed)
+        return xp.where(ctx.mask.unpack(), 1.0, ctx.params["slope"])
+
+    @classmethod
+    def vjp(cls, ctx, y_bar):
+        return (where_mask(ctx.mask, y_bar, ctx.params["slope"]),)
+
+    @classmethod
+    def jvp(cls, ctx, x_dot):
+        return where_mask(ctx.mask, x_dot, ctx.params["slope"])
+
+    @classmethod
+    def _erased(cls, ctx, d):
+        return get_array_module(d).abs(d) == 0     # only for slope 0; a small slope is still exact
+
+    @classmethod
+    def vijp(cls, ctx, x_bar, fragment):
+        slope = ctx.params["slope"]
+        if slope == 0:
+            return super().vijp(ctx, x_bar, fragment)
+        return where_mask(ctx.mask, x_bar, 1.0 / slope)    # y_bar = x_bar / f'(x)
+
+
+class ELU(Diagonal):
+    """x for x > 0, alpha (e^x - 1) otherwise; f' = 1 or y + alpha."""
+    name = "elu"
+
+    @staticmethod
+    def forward(ctx, x, alpha=1.0):
+        xp = get_array_module(x)
+        y = xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0)))
+        ctx.save(y=y)
+        return y
+
+    @classmethod
+    def derivative(cls, ctx, i=0):
+        xp = get_array_module(ctx.y)
+        return xp.where(ctx.y > 0, 1, ctx.y + ctx.params["alpha"]).astype(ctx.y.dtype)
+
+
+class GELU(Diagonal):
+    """Exact GELU: x Phi(x), Phi the standard normal CDF. f' = Phi(x) + x phi(x), which vanishes near
+    x = -0.7518: those coordinates become fragments in the vijp."""
+    name = "gelu"
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save(x=x)
+        return x * (0.5 * (1 + erf(x * SQRT_HALF)))
+
+    @classmethod
+    def derivative(cls, ctx, i=0):
+        xp = get_array_module(ctx.x)
+        x = ctx.x
+        return 0.5 * (1 + erf(x * SQRT_HALF)) + x * (INV_SQRT_2PI * xp.exp(-0.5 * x * x))
+
+
+class SiLU(Diagonal):
+    """x sigmoid(x); f' = s (1 + x (1 - s)), zero near x = -1.2785 (fragment there)."""
+    name = "silu"
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save(x=x)
+        return x * _sigmoid(x)
+
+    @classmethod
+    def derivative(cls, ctx, i=0):
+        s = _sigmoid(ctx.x)
+        return s * (1 + ctx.x * (1 - s))
+
+
+class Softplus(Diagonal):
+    """log(1 + e^(beta x)) / beta, linear above `threshold` (as PyTorch); f' = sigmoid(beta x)."""
+    name = "softplus"
+
+    @staticmethod
+    def forward(ctx, x, beta=1.0, threshold=20.0):
+        xp = get_array_module(x)
+        bx = beta * x
+        ctx.save(x=x)
+        soft = (xp.maximum(bx, 0) + xp.log1p(xp.exp(-xp.abs(bx)))) / beta
+        return xp.where(bx > threshold, x, soft).astype(x.dtype)
+
+    @classmethod
+    def derivative(cls, ctx, i=0):
+        xp = get_array_module(ctx.x)
+        bx = ctx.params["beta"] * ctx.x
+        return xp.where(bx > ctx.params["threshold"], 1, _sigmoid(bx)).astype(ctx.x.dtype)
+
+
+def _sigmoid(x):
+    xp = get_array_module(x)
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))

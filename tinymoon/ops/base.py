@@ -1,0 +1,123 @@
+"""The primitive: one class, four rules side by side, on raw arrays.
+
+| rule                          | meaning                                   | map            |
+|-------------------------------|-------------------------------------------|----------------|
+| forward(ctx, *x, **params)    | the value; stores residuals in ctx        | x -> y         |
+| jvp(ctx, *x_dot)              | forward mode (x_dot[i] is None when zero) | x_dot -> J x_dot |
+| vjp(ctx, y_bar)               | reverse mode, one cotangent per input     | y_bar -> y_bar J |
+| fragment(ctx, y_bar)          | the part of y_bar the vjp erases          | y_bar -> frag  |
+| vijp(ctx, x_bar, fragment)    | inverse mode along input ctx.wrt          | y_bar J -> y_bar |
+
+Rules receive and return arrays (NumPy or CuPy) — never Tensors (DESIGN.md §1). The engine
+(tinymoon.autodiff) is the only place that knows how a primitive meets tensors, tapes and tangents; it
+also un-broadcasts cotangents once, so elementwise rules return cotangents of the output's shape.
+
+Residuals are declared by purpose. `ctx.save_for(i, name=array)` keeps `array` only if input i needs a
+cotangent (or a tangent, or is the inverse-mode data path): a dense layer keeps its weight for the input
+cotangent and its input for the weight cotangent, and an interpreter that asks only for the input
+cotangent (Moonwalk phase 1) simply never stores the layer input. `ctx.save(name=array)` keeps what every
+mode needs. The bytes kept are counted in tinymoon.memory.
+"""
+from __future__ import annotations
+
+from .. import memory
+from ..errors import MissingRuleError, NotInvertibleError
+
+
+class Context:
+    """The residual store of one primitive application.
+
+    needs[i] is True when input i needs a derivative (reverse, forward or inverse); wrt is the index of
+    the data-path input in inverse mode; params holds the primitive's keyword parameters.
+    """
+    __slots__ = ("needs", "params", "wrt", "nbytes", "_names", "__dict__")
+
+    def __init__(self, needs, params):
+        self.needs = needs
+        self.params = params
+        self.wrt = 0
+        self.nbytes = 0
+        self._names = None
+
+    def save(self, **arrays):
+        """Keep residuals that every mode needs."""
+        for name, a in arrays.items():
+            setattr(self, name, a)
+            n = getattr(a, "nbytes", 0)
+            if n:
+                self.nbytes += n
+                memory._add(n)
+                if self._names is None:
+                    self._names = []
+                self._names.append(name)
+
+    def save_for(self, i, **arrays):
+        """Keep residuals needed only for the derivative with respect to input i."""
+        if self.needs[i]:
+            self.save(**arrays)
+
+    def release(self):
+        """Drop every residual (the node is done): the bytes leave the engine's count."""
+        if self.nbytes:
+            memory._sub(self.nbytes)
+            self.nbytes = 0
+            for name in self._names:
+                setattr(self, name, None)
+
+    def __del__(self):
+        if self.nbytes:
+            memory._sub(self.nbytes)
+
+
+class Primitive:
+    """Base class. Subclasses set `name`, implement `forward` and whichever rules exist.
+
+    `differentiable` lists the inputs that carry derivatives (None = all); integer indices, conditions
+    and labels are not. `submersive` documents whether the vjp can erase cotangent components in general
+    (True: never; False: it can, so `fragment` says which); rules enforce it at run time.
+    """
+    name = "primitive"
+    differentiable = None
+    submersive = True
+    elementwise = False    # True: inputs broadcast to the output's shape (the engine un-broadcasts)
+
+    @staticmethod
+    def forward(ctx, *x, **params):
+        raise NotImplementedError
+
+    @classmethod
+    def jvp(cls, ctx, *x_dot):
+        raise MissingRuleError(f"{cls.name}: no jvp rule (forward mode is not available for this primitive)")
+
+    @classmethod
+    def vjp(cls, ctx, y_bar):
+        raise MissingRuleError(f"{cls.name}: no vjp rule (reverse mode is not available for this primitive)")
+
+    @classmethod
+    def fragment(cls, ctx, y_bar):
+        """Submersive primitives erase nothing: no fragment."""
+        return None
+
+    @classmethod
+    def vijp(cls, ctx, x_bar, fragment):
+        raise MissingRuleError(
+            f"{cls.name}: no vijp rule for input {ctx.wrt} (inverse mode is not available for this primitive "
+            "with respect to this input); use reverse mode, or provide a block-level vijp")
+
+    # ---- helpers shared by rules -----------------------------------------------------------------
+    @classmethod
+    def missing_fragment(cls, what: str):
+        """The error every non-submersive vijp raises when the reverse pass recorded no fragment."""
+        return NotInvertibleError(
+            f"{cls.name}: the vjp erased {what}, so the output cotangent cannot be recovered from the input "
+            "cotangent alone. Record the fragment in the reverse pass (vijp_fn.fragments(y_bar), or "
+            "Moonwalk's fragmental checkpointing) and pass it to the vijp.")
+
+
+def add_terms(*terms):
+    """Sum the non-None terms (a None tangent is a symbolic zero); None if all are None."""
+    out = None
+    for t in terms:
+        if t is not None:
+            out = t if out is None else out + t
+    return out

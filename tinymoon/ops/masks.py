@@ -1,0 +1,41 @@
+"""Bit-packed boolean masks: the 1-bit-per-element residual of ReLU-like layers.
+
+A BitMask holds ceil(n/8) bytes, LSB-first (numpy.packbits(..., bitorder="little") layout), plus the
+shape. It reports `nbytes`, so the engine's memory accounting counts the packed size, not a byte per
+element.
+"""
+from __future__ import annotations
+
+from ..backend import get_array_module
+
+
+class BitMask:
+    __slots__ = ("packed", "shape", "size")
+
+    def __init__(self, packed, shape):
+        self.packed, self.shape = packed, tuple(shape)
+        self.size = 1
+        for s in self.shape:
+            self.size *= s
+
+    @classmethod
+    def pack(cls, mask):
+        xp = get_array_module(mask)
+        return cls(xp.packbits(mask.ravel(), bitorder="little"), mask.shape)
+
+    def unpack(self):
+        xp = get_array_module(self.packed)
+        return xp.unpackbits(self.packed, count=self.size, bitorder="little").view(bool).reshape(self.shape)
+
+    @property
+    def nbytes(self):
+        return self.packed.nbytes
+
+
+def where_mask(mask: BitMask, on, off_scale):
+    """on where the mask bit is set, off_scale * on elsewhere (the (leaky) ReLU vjp/jvp)."""
+    xp = get_array_module(on)
+    m = mask.unpack()
+    if off_scale == 0:
+        return xp.where(m, on, 0).astype(on.dtype, copy=False)
+    return xp.where(m, on, off_scale * on).astype(on.dtype, copy=False)

@@ -1,0 +1,116 @@
+"""check_grads: the one helper every gradient test goes through.
+
+For f: tensors -> tensor, in float64, with random directions from a fixed seed, it checks
+- "jvp":  forward mode against central finite differences, J t ~ (f(x + eps t) - f(x - eps t)) / 2 eps;
+- "vjp":  reverse mode against forward mode by the adjoint identity <u, J t> = <u J, t>;
+- "vijp": inverse mode along args[0] (the others held fixed): for x_bar = u J,
+          vijp(x_bar, fragment(u)) = u and vjp(vijp(x_bar, fragment(u))) = x_bar; and where the chain
+          erased something (a fragment is not None), that calling the vijp without fragments raises
+          instead of returning a wrong cotangent.
+Each failure raises GradCheckError naming the mode, the function, the shapes and the worst entry.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .autodiff.forward import jvp
+from .autodiff.inverse import vijp
+from .autodiff.reverse import vjp
+from .errors import GradCheckError, NotInvertibleError
+from .tensor import Tensor, as_tensor
+
+
+def _np(x):
+    return x.numpy() if isinstance(x, Tensor) else np.asarray(x)
+
+
+def _fname(f):
+    return getattr(f, "__name__", type(f).__name__)
+
+
+def assert_close(actual, expected, rtol, atol, what):
+    """Raise GradCheckError with the worst entry when actual and expected differ beyond tolerance."""
+    a, e = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    if a.shape != e.shape:
+        raise GradCheckError(f"{what}: shapes differ, {a.shape} vs {e.shape}")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(e))):
+        if np.array_equal(np.isnan(a), np.isnan(e)) and np.allclose(np.nan_to_num(a), np.nan_to_num(e), rtol, atol):
+            return
+        raise GradCheckError(f"{what}: non-finite values (actual has {np.sum(~np.isfinite(a))}, expected "
+                             f"{np.sum(~np.isfinite(e))})")
+    err = np.abs(a - e) - (atol + rtol * np.abs(e))
+    if a.size and err.max() > 0:
+        i = np.unravel_index(np.argmax(err), a.shape) if a.ndim else ()
+        raise GradCheckError(
+            f"{what}: max |actual - expected| = {np.max(np.abs(a - e)):.3e} (rtol={rtol}, atol={atol}); worst "
+            f"entry {tuple(int(k) for k in i)}: actual {a[i]!r}, expected {e[i]!r}")
+
+
+def check_grads(f, args, modes=("jvp", "vjp", "vijp"), eps=1e-6, rtol=1e-6, atol=1e-7, seed=0, wrt=None):
+    """Check f's jvp, vjp and vijp rules at `args` (float64 arrays/tensors). Returns None or raises.
+
+    wrt: indices of the arguments to differentiate (default: every float argument). The vijp check is
+    along args[0].
+    """
+    rng = np.random.default_rng(seed)
+    xs = [as_tensor(a) for a in args]
+    if wrt is None:
+        wrt = [i for i, x in enumerate(xs) if x.dtype.kind == "f"]
+    for i in wrt:
+        if xs[i].dtype != np.float64:
+            raise GradCheckError(f"check_grads needs float64 inputs (argument {i} is {xs[i].dtype}): finite "
+                                 "differences in float32 are too coarse to check anything")
+    name = _fname(f)
+    shapes = [tuple(x.shape) for x in xs]
+
+    def call_with(sub):
+        full = list(xs)
+        for i, v in zip(wrt, sub):
+            full[i] = v
+        return f(*full)
+
+    ts = [rng.standard_normal(xs[i].shape) for i in wrt]
+    jt = None
+    if "jvp" in modes or "vjp" in modes:
+        out, jt = jvp(lambda *v: call_with(v), [xs[i] for i in wrt], ts)
+        jt = _np(jt)
+    if "jvp" in modes:
+        plus = _np(call_with([Tensor._wrap(xs[i].data + eps * t) for i, t in zip(wrt, ts)]))
+        minus = _np(call_with([Tensor._wrap(xs[i].data - eps * t) for i, t in zip(wrt, ts)]))
+        numeric = (plus - minus) / (2 * eps)
+        assert_close(jt, numeric, rtol=max(rtol, 1e-5), atol=max(atol, 1e-6),
+                     what=f"check_grads[jvp] {name}{shapes}: jvp vs central finite differences")
+    if "vjp" in modes:
+        out, vjp_fn = vjp(lambda *v: call_with(v), *[xs[i] for i in wrt])
+        u = rng.standard_normal(out.shape)
+        cts = vjp_fn(u)
+        lhs = float(np.sum(u * jt))
+        rhs = float(sum(np.sum(_np(c) * t) for c, t in zip(cts, ts)))
+        assert_close(rhs, lhs, rtol=rtol, atol=atol * max(1.0, abs(lhs)),
+                     what=f"check_grads[vjp] {name}{shapes}: adjoint identity <u, J t> vs <u J, t>")
+    if "vijp" in modes:
+        rest = list(xs)
+
+        def along_first(x0):
+            rest[0] = x0
+            return f(*rest)
+
+        out, vf = vijp(along_first, xs[0])
+        u = rng.standard_normal(out.shape)
+        frags = vf.fragments(u)
+        _, vjp_fn = vjp(along_first, xs[0])
+        x_bar = _np(vjp_fn(u)[0])
+        y_rec = _np(vf(x_bar, frags))
+        scale = max(1.0, float(np.max(np.abs(u)))) if u.size else 1.0
+        assert_close(y_rec, u, rtol=rtol * 10, atol=atol * 10 * scale,
+                     what=f"check_grads[vijp] {name}{shapes}: vijp(u J, fragment(u)) vs u")
+        assert_close(_np(vjp_fn(y_rec)[0]), x_bar, rtol=rtol * 10, atol=atol * 10 * scale,
+                     what=f"check_grads[vijp] {name}{shapes}: vjp(vijp(x_bar)) vs x_bar")
+        if any(fr is not None for fr in frags):
+            try:
+                vf(x_bar, None)
+            except NotInvertibleError:
+                pass
+            else:
+                raise GradCheckError(f"check_grads[vijp] {name}{shapes}: the chain erased cotangent components "
+                                     "(a fragment was recorded) but the vijp without fragments did not raise")
