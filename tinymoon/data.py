@@ -466,11 +466,15 @@ def _blosc_decompress(buf) -> bytes:
         raise _CorruptStream(f"Blosc compressor code {flags >> 5} is not zstd (4)")
     if nbytes == 0:
         return b""
+    if blocksize == 0 or 16 + 4 * (-(-nbytes // blocksize)) > len(buf):
+        raise _CorruptStream("Blosc header inconsistent with the container size")
     nblocks = -(-nbytes // blocksize)
     starts = struct.unpack_from(f"<{nblocks}I", buf, 16)
     parts = []
     for i, s in enumerate(starts):
         bsize = blocksize if i < nblocks - 1 else nbytes - blocksize * (nblocks - 1)
+        if not 16 + 4 * nblocks <= s <= len(buf) - 4:
+            raise _CorruptStream(f"Blosc block {i} starts outside the container")
         (cs,) = struct.unpack_from("<i", buf, s)
         if cs == bsize:
             parts.append(bytes(buf[s + 4:s + 4 + cs]))

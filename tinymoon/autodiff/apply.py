@@ -8,10 +8,20 @@ It runs the primitive's forward on the raw arrays, then
 """
 from __future__ import annotations
 
-from ..backend import device_of, is_float
+from numpy import ndarray
+
+from ..backend import device_of
 from ..errors import DeviceError, DTypeError
 from ..ops.base import Context
 from .state import state
+
+
+def _wrap(array):
+    """Tensor._wrap, bound on first use (tensor.py imports this module's users)."""
+    global _wrap
+    from ..tensor import Tensor
+    _wrap = Tensor._wrap
+    return _wrap(array)
 
 
 class Node:
@@ -24,33 +34,37 @@ class Node:
 
 def _check_operands(prim, inputs):
     """Same device for all inputs; one float dtype among the differentiable float inputs."""
+    datas = [t.data for t in inputs]
+    if any(type(d) is not ndarray for d in datas):
+        devs = [device_of(d) for d in datas]
+        if len(set(devs)) > 1:
+            raise DeviceError(f"{prim.name}: operands are on different devices ({', '.join(devs)}); "
+                              "move them with .to(device) first")
     diff = prim.differentiable
-    dt = None
-    dev0 = None
-    for i, t in enumerate(inputs):
-        d = t.data
-        if type(d).__module__.startswith("cupy") or dev0 is not None:
-            dev = device_of(d)
-            if dev0 is None and i > 0 and dev != "cpu":
-                dev0 = device_of(inputs[0].data)
-            if dev0 is None:
-                dev0 = dev
-            if dev != dev0:
-                raise DeviceError(
-                    f"{prim.name}: operands are on different devices ({', '.join(device_of(x.data) for x in inputs)}); "
-                    "move them with .to(device) first")
-        if (diff is None or i in diff) and is_float(d.dtype):
-            if dt is None:
-                dt = d.dtype
-            elif d.dtype != dt:
-                raise DTypeError(
-                    f"{prim.name}: operands have dtypes {', '.join(str(x.dtype) for x in inputs)}; tinymoon never "
-                    "mixes float32 and float64 silently — cast one explicitly with .astype(...)")
+    floats = {d.dtype for i, d in enumerate(datas) if d.dtype.kind == "f" and (diff is None or i in diff)}
+    if len(floats) > 1:
+        raise DTypeError(
+            f"{prim.name}: operands have dtypes {', '.join(str(d.dtype) for d in datas)}; tinymoon never "
+            "mixes float32 and float64 silently — cast one explicitly with .astype(...)")
+
+
+def _uncount_leaves(ctx, inputs):
+    """A residual that is a leaf input's own array (a parameter, the data batch) lives anyway: keeping a
+    reference costs no memory, so it is not counted as saved bytes."""
+    from .. import memory
+    leaves = [t.data for t in inputs if t._node is None]
+    if not leaves:
+        return
+    for v in ctx.__dict__.values():
+        for a in leaves:
+            if v is a:
+                ctx.nbytes -= a.nbytes
+                memory._sub(a.nbytes)
+                break
 
 
 def apply(prim, *inputs, **params):
     """Apply primitive `prim` to tensors `inputs` with keyword parameters `params`."""
-    from ..tensor import Tensor
     if len(inputs) > 1:
         _check_operands(prim, inputs)
     diff = prim.differentiable
@@ -66,13 +80,15 @@ def apply(prim, *inputs, **params):
         needs.append(g or tn)
     ctx = Context(needs, params)
     y = prim.forward(ctx, *[t.data for t in inputs], **params)
-    out = Tensor._wrap(y)
+    out = _wrap(y)
     if any_tangent:
         y_dot = prim.jvp(ctx, *[t.tangent if n else None for t, n in zip(inputs, needs)])
         if y_dot is not None and y_dot.shape != y.shape:
             y_dot = out.xp.broadcast_to(y_dot, y.shape)
         out.tangent = y_dot
     if any_grad:
+        if ctx.nbytes:
+            _uncount_leaves(ctx, inputs)
         out.requires_grad = True
         out._node = Node(prim, ctx, inputs)
         if state.trace is not None:

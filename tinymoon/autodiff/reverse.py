@@ -52,6 +52,7 @@ def backprop(root, y_bar, wrt=None, retain_graph=False):
     wrt=[tensors]: return their cotangents (arrays or None) and leave every .grad untouched (tm.vjp).
     """
     from ..tensor import Tensor
+    wrap = Tensor._wrap
     grads = {id(root): y_bar}
     want = None if wrt is None else {id(t) for t in wrt}
     found = {}
@@ -65,9 +66,9 @@ def backprop(root, y_bar, wrt=None, retain_graph=False):
         if node is None:                       # a leaf: accumulate into .grad
             if want is None:
                 if t.grad is None:
-                    t.grad = Tensor._wrap(g.copy())
+                    t.grad = wrap(g.copy())
                 else:
-                    t.grad = Tensor._wrap(t.grad.data + g)
+                    t.grad = wrap(t.grad.data + g)
             continue
         if node.released:
             raise GradientError(

@@ -60,7 +60,7 @@ def _softplus1(z):
 
 def _normal_cdf(z):
     # Φ(z) = erfc(-z/√2)/2 — erfc (not 1+erf) keeps full relative accuracy in the left tail.
-    return 0.5 * _erfc(-z / _SQRT2).astype(np.float64)
+    return 0.5 * np.asarray(_erfc(-z / _SQRT2), dtype=np.float64)
 
 
 # ---- the activations ------------------------------------------------------------------------------
@@ -188,8 +188,8 @@ def _hardswish(x):
 
 def _hardswish_d(x):
     x = _f64(x)
-    # torch: x < -3 → 0;  -3 <= x <= 3 → x/3 + 1/2;  x > 3 → 1.  So f'(-3) = -1/2 and f'(3) = 3/2.
-    return np.where(x < -3.0, 0.0, np.where(x <= 3.0, x / 3.0 + 0.5, 1.0))
+    # torch: x <= -3 → 0;  -3 < x < 3 → x/3 + 1/2;  x >= 3 → 1  (the outer value at both jumps).
+    return np.where(x <= -3.0, 0.0, np.where(x < 3.0, x / 3.0 + 0.5, 1.0))
 
 
 def _tanhshrink(x):

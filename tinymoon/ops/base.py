@@ -30,26 +30,23 @@ class Context:
     needs[i] is True when input i needs a derivative (reverse, forward or inverse); wrt is the index of
     the data-path input in inverse mode; params holds the primitive's keyword parameters.
     """
-    __slots__ = ("needs", "params", "wrt", "nbytes", "_names", "__dict__")
+    __slots__ = ("needs", "params", "wrt", "nbytes", "__dict__")   # residuals live in __dict__
 
     def __init__(self, needs, params):
         self.needs = needs
         self.params = params
         self.wrt = 0
         self.nbytes = 0
-        self._names = None
 
     def save(self, **arrays):
         """Keep residuals that every mode needs."""
-        for name, a in arrays.items():
-            setattr(self, name, a)
-            n = getattr(a, "nbytes", 0)
-            if n:
-                self.nbytes += n
-                memory._add(n)
-                if self._names is None:
-                    self._names = []
-                self._names.append(name)
+        self.__dict__.update(arrays)
+        n = 0
+        for a in arrays.values():
+            n += getattr(a, "nbytes", 0)
+        if n:
+            self.nbytes += n
+            memory._add(n)
 
     def save_for(self, i, **arrays):
         """Keep residuals needed only for the derivative with respect to input i."""
@@ -58,11 +55,10 @@ class Context:
 
     def release(self):
         """Drop every residual (the node is done): the bytes leave the engine's count."""
+        self.__dict__.clear()
         if self.nbytes:
             memory._sub(self.nbytes)
             self.nbytes = 0
-            for name in self._names:
-                setattr(self, name, None)
 
     def __del__(self):
         if self.nbytes:

@@ -36,7 +36,10 @@ class Diagonal(Primitive):
 
     @classmethod
     def vjp(cls, ctx, y_bar):
-        return tuple(y_bar * cls.derivative(ctx, i) if need else None for i, need in enumerate(ctx.needs))
+        needs = ctx.needs
+        if len(needs) == 1:
+            return (y_bar * cls.derivative(ctx, 0),)
+        return tuple(y_bar * cls.derivative(ctx, i) if need else None for i, need in enumerate(needs))
 
     @classmethod
     def _erased(cls, ctx, d):

@@ -1,0 +1,181 @@
+"""Which implementation runs a kernel: "reference" (NumPy), "numba" (Numba CPU), "cuda" (Numba CUDA),
+"cupy" (CuPy / cuBLAS).
+
+Precedence, first that applies:
+  1. `with kernels.use(name):`     (per thread / async task: a contextvar)
+  2. `kernels.set_impl(name)`      (process-wide; `set_impl(None)` clears it)
+  3. env TINYMOON_KERNELS=name     (read at every call, so tests can monkeypatch it)
+  4. the default rule: CuPy arrays -> "cupy"; other device arrays -> "cuda"; host arrays -> CPU_CHOICE.
+
+A forced implementation that cannot run on the given arrays raises (ValueError for wrong arrays,
+RuntimeError for a missing GPU/library) and says why; it never silently falls back.
+
+Implementations are named "module:function" strings and imported on first use, so numba.cuda and cupy are
+imported only when asked for (the CUDA simulator must be switched on before numba.cuda is imported).
+"""
+import contextlib
+import contextvars
+import importlib
+import os
+
+import numpy as np
+
+IMPLS = ("reference", "numba", "cuda", "cupy")
+ENV_VAR = "TINYMOON_KERNELS"
+
+OPS = ("matmul", "conv2d_forward", "conv2d_grad_input", "conv2d_grad_weight", "pack_bits", "unpack_bits",
+       "pack_bins", "unpack_bins", "act_forward", "relu_mask_forward", "masked_grad", "fewbit_forward",
+       "fewbit_backward")
+
+# module per implementation, and the function name pattern inside it
+_MODULES = {"reference": None, "numba": None, "cuda": "cuda", "cupy": "cupy_impl"}
+_FAMILY = {"matmul": "gemm", "conv2d_forward": "conv", "conv2d_grad_input": "conv",
+           "conv2d_grad_weight": "conv", "pack_bits": "bitpack", "unpack_bits": "bitpack",
+           "pack_bins": "bitpack", "unpack_bins": "bitpack", "act_forward": "pointwise",
+           "relu_mask_forward": "pointwise", "masked_grad": "pointwise", "fewbit_forward": "fewbit",
+           "fewbit_backward": "fewbit"}
+_FUNC = {"act_forward": "act"}  # act_forward's implementations are called act_<impl>
+
+# Default on host arrays: op -> (implementation, minimum element count; below it "reference").
+# Backed by `python -m tinymoon.bench kernels` (docs/kernels.md), 2-core CPU, 2026-11-21:
+#  - matmul: BLAS always wins; the Numba blocked kernel is for reading and cross-checking.
+#  - conv2d_*: both are im2col + the same BLAS GEMMs; Numba builds cols/col2im in parallel without
+#    materialising the padded input and measured faster on the reference layer (batch 64, 32->64, 28x28).
+#  - pointwise / fewbit / relu-mask / pack_bins: the fused one-pass Numba kernels win once the array is
+#    large enough to amortise the thread launch (~10 µs); np.packbits (SIMD) wins for plain masks.
+CPU_CHOICE = {
+    "matmul": ("reference", 0),
+    "conv2d_forward": ("numba", 1 << 16),
+    "conv2d_grad_input": ("numba", 1 << 16),
+    "conv2d_grad_weight": ("numba", 1 << 16),
+    "pack_bits": ("reference", 0),
+    "unpack_bits": ("reference", 0),
+    "pack_bins": ("numba", 1 << 12),
+    "unpack_bins": ("numba", 1 << 12),
+    "act_forward": ("numba", 1 << 14),
+    "relu_mask_forward": ("numba", 1 << 14),
+    "masked_grad": ("numba", 1 << 14),
+    "fewbit_forward": ("numba", 1 << 12),
+    "fewbit_backward": ("numba", 1 << 12),
+}
+
+_context = contextvars.ContextVar("tinymoon_kernels_impl", default=None)
+_global = None
+
+
+def _check_name(name, source):
+    if name not in IMPLS:
+        raise ValueError(f"{source}: unknown kernel implementation {name!r}; expected one of {list(IMPLS)}")
+    return name
+
+
+def set_impl(name):
+    """Force an implementation process-wide (None: back to env var / defaults)."""
+    global _global
+    _global = None if name is None else _check_name(name, "set_impl")
+
+
+@contextlib.contextmanager
+def use(name):
+    """`with use("reference"): ...` forces an implementation inside the block (None: no forcing)."""
+    token = _context.set(None if name is None else _check_name(name, "use"))
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def forced():
+    """The forced implementation name, or None."""
+    name = _context.get() or _global
+    if name:
+        return name
+    env = os.environ.get(ENV_VAR, "").strip()
+    return _check_name(env, f"environment variable {ENV_VAR}") if env else None
+
+
+# ------------------------------------------------------------------------------------------ environment
+def cuda_simulator():
+    """True when Numba's CUDA simulator is on (NUMBA_ENABLE_CUDASIM=1): 'cuda' kernels run on host arrays."""
+    from numba import config
+    return bool(config.ENABLE_CUDASIM)
+
+
+def cuda_available():
+    try:
+        from numba import cuda
+        return cuda_simulator() or bool(cuda.is_available())
+    except Exception:  # a broken CUDA driver install must not break CPU users
+        return False
+
+
+def cupy_available():
+    try:
+        import cupy
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def available_impls():
+    """Implementations that can run in this process."""
+    return [n for n, ok in (("reference", True), ("numba", True), ("cuda", cuda_available()),
+                            ("cupy", cupy_available())) if ok]
+
+
+def array_kind(a):
+    """'host' (NumPy / Python scalar), 'cupy', or 'device' (anything else exposing __cuda_array_interface__)."""
+    if isinstance(a, (np.ndarray, np.generic, int, float, bool)):
+        return "host"
+    if type(a).__module__.split(".")[0] == "cupy":
+        return "cupy"
+    if hasattr(a, "__cuda_array_interface__"):
+        return "device"
+    return "host"
+
+
+def _size(arrays):
+    return max((int(np.prod(getattr(a, "shape", ()))) for a in arrays), default=0)
+
+
+def choose(op, *arrays):
+    """The implementation name that will run `op` on these arrays (raises if a forced one cannot)."""
+    kinds = {array_kind(a) for a in arrays}
+    name = forced()
+    if name is None:
+        if "cupy" in kinds:
+            return "cupy"
+        if "device" in kinds:
+            return "cuda"
+        impl, min_size = CPU_CHOICE[op]
+        return impl if _size(arrays) >= min_size else "reference"
+    on_device = kinds & {"cupy", "device"}
+    if name in ("reference", "numba") and on_device:
+        raise ValueError(f"{op}: the {name!r} implementation runs on host NumPy arrays, got device arrays; "
+                         f"use 'cupy' or 'cuda', or copy to the host first")
+    if name == "cuda":
+        if not cuda_available():
+            raise RuntimeError(f"{op}: the 'cuda' implementation needs a CUDA GPU (or NUMBA_ENABLE_CUDASIM=1); "
+                               f"no GPU here")
+        if "host" in kinds and not cuda_simulator():
+            raise ValueError(f"{op}: the 'cuda' implementation needs device arrays (CuPy), got NumPy arrays; "
+                             f"move them with cupy.asarray")
+    if name == "cupy":
+        if not cupy_available():
+            raise RuntimeError(f"{op}: the 'cupy' implementation needs CuPy and a GPU; none here")
+        if "host" in kinds:
+            raise ValueError(f"{op}: the 'cupy' implementation needs CuPy arrays, got NumPy arrays; "
+                             f"move them with cupy.asarray")
+    return name
+
+
+def resolve(op, impl):
+    """The function implementing `op` in `impl`."""
+    module = _MODULES[impl] or _FAMILY[op]
+    mod = importlib.import_module(f"{__package__}.{module}")
+    return getattr(mod, f"{_FUNC.get(op, op)}_{impl}")
+
+
+def call(op, arrays, *args, **kwargs):
+    """Run `op` with the implementation chosen for `arrays` (the arrays that decide placement and size)."""
+    return resolve(op, choose(op, *arrays))(*args, **kwargs)

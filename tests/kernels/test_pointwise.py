@@ -1,0 +1,102 @@
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import tinymoon.kernels as K
+from tinymoon.kernels import pointwise as P
+
+PARAMS = {"leaky_relu": {"slope": 0.1}, "elu": {"alpha": 0.7}, "softplus": {"beta": 2.0}}
+shapes = st.lists(st.integers(0, 17), min_size=1, max_size=3)
+
+
+def tol(dtype):
+    return dict(rtol=1e-5, atol=1e-6) if np.dtype(dtype) == np.float32 else dict(rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("name", sorted(K.ACTIVATIONS))
+@given(shape=shapes, dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+def test_numba_matches_reference(name, shape, dtype, seed):
+    x = (np.random.default_rng(seed).standard_normal(shape) * 4).astype(dtype)
+    params = PARAMS.get(name, {})
+    yr, dr = P.act_reference(name, x, **params)
+    y, d = P.act_numba(name, x, **params)
+    assert y.dtype == d.dtype == dtype and y.shape == d.shape == x.shape
+    np.testing.assert_allclose(y, yr, **tol(dtype))
+    np.testing.assert_allclose(d, dr, **tol(dtype))
+
+
+@pytest.mark.parametrize("name", sorted(K.ACTIVATIONS))
+def test_reference_derivative_matches_finite_differences(name):
+    x = np.linspace(-6, 6, 101) + 0.013  # avoid the kink at 0
+    params = PARAMS.get(name, {})
+    h = 1e-6
+    _, d = P.act_reference(name, x, **params)
+    fd = (P.act_reference(name, x + h, **params)[0] - P.act_reference(name, x - h, **params)[0]) / (2 * h)
+    np.testing.assert_allclose(d, fd, rtol=1e-6, atol=1e-7)
+
+
+def test_extreme_inputs_stay_finite():
+    x = np.array([-1e4, -80.0, -1.0, 0.0, 1.0, 80.0, 1e4], np.float32)
+    for name in K.ACTIVATIONS:
+        for f in (P.act_reference, P.act_numba):
+            y, d = f(name, x)
+            assert np.isfinite(y).all() and np.isfinite(d).all(), (name, f)
+
+
+def test_kink_subgradients():
+    x = np.zeros(3)
+    assert (P.act_numba("relu", x)[1] == 0).all()
+    assert (P.act_numba("leaky_relu", x, slope=0.2)[1] == 0.2).all()
+    assert (P.act_numba("elu", x, alpha=0.5)[1] == 0.5).all()
+
+
+def test_matches_torch_activations():
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    x = np.random.default_rng(0).standard_normal(1000) * 3
+    fns = {"relu": F.relu, "leaky_relu": lambda t: F.leaky_relu(t, 0.1), "elu": lambda t: F.elu(t, 0.7),
+           "gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
+           "softplus": lambda t: F.softplus(t, beta=2.0, threshold=1e9)}
+    for name, fn in fns.items():
+        t = torch.tensor(x, requires_grad=True)
+        yt = fn(t)
+        yt.sum().backward()
+        y, d = K.act_forward(name, x, **PARAMS.get(name, {}))
+        np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-12, atol=1e-14, err_msg=name)
+        np.testing.assert_allclose(d, t.grad.numpy(), rtol=1e-12, atol=1e-14, err_msg=name)
+
+
+def test_bad_name_params_dtype():
+    with pytest.raises(ValueError, match="unknown activation"):
+        K.act_forward("swish", np.ones(3))
+    with pytest.raises(ValueError, match="unexpected parameters"):
+        K.act_forward("relu", np.ones(3), slope=0.1)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        K.act_forward("relu", np.ones(3, np.int64))
+
+
+@given(shape=shapes, dtype=st.sampled_from([np.float32, np.float64]), slope=st.sampled_from([0.0, 0.01, 0.3]),
+       seed=st.integers(0, 2**16))
+def test_relu_mask_and_masked_grad(shape, dtype, slope, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    x.ravel()[: x.size // 4] = 0  # exact zeros take the x <= 0 branch
+    g = rng.standard_normal(shape).astype(dtype)
+    for f in (P.relu_mask_forward_reference, P.relu_mask_forward_numba):
+        y, packed = f(x)
+        np.testing.assert_array_equal(y, np.maximum(x, 0))
+        np.testing.assert_array_equal(packed, np.packbits(x.ravel() > 0, bitorder="little"))
+    want = np.where(x > 0, g, dtype(slope) * g)
+    for f in (P.masked_grad_reference, P.masked_grad_numba):
+        got = f(packed, g, slope)
+        assert got.dtype == dtype and got.shape == g.shape
+        np.testing.assert_array_equal(got, want)
+
+
+def test_large_arrays_use_numba_by_default():
+    x = np.ones(1 << 15, np.float32)
+    assert K.dispatch.choose("act_forward", x) == "numba"
+    assert K.dispatch.choose("act_forward", x[:10]) == "reference"
+    assert math.isclose(float(K.act_forward("sigmoid", x)[0][0]), 1 / (1 + math.exp(-1)), rel_tol=1e-6)

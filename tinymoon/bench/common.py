@@ -1,0 +1,93 @@
+"""Shared helpers for the benchmarks: timing, tables, JSON with the machine it ran on."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import time
+
+import numpy as np
+
+
+def best_time(fn, repeat=5, number=None, min_time=0.05):
+    """Best seconds per call of fn() over `repeat` rounds (each round loops enough calls to last min_time)."""
+    fn()                                    # warm-up (compilation, caches)
+    if number is None:
+        number, t = 1, 0.0
+        while True:
+            t0 = time.perf_counter()
+            for _ in range(number):
+                fn()
+            t = time.perf_counter() - t0
+            if t >= min_time or number >= 1 << 20:
+                break
+            number *= 2
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / number)
+    return best
+
+
+def machine():
+    info = {"date": datetime.date.today().isoformat(), "python": platform.python_version(),
+            "numpy": np.__version__, "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count()}
+    try:
+        import numba
+        info["numba"] = numba.__version__
+    except ImportError:
+        pass
+    try:
+        import torch
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        info["torch"] = None
+    from .. import backend
+    info["gpu"] = None
+    if backend.cuda_available():
+        cp = backend.cupy_module()
+        info["gpu"] = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    return info
+
+
+def table(rows, columns, title=None):
+    """A plain-text table from a list of dicts."""
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.4g}"
+        return "" if v is None else str(v)
+    cells = [[fmt(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
+    lines = []
+    if title:
+        lines.append(title)
+    lines.append("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def markdown(rows, columns):
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.3g}"
+        return "" if v is None else str(v)
+    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    out += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def write_json(name, payload, out_dir="bench_results"):
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"{name}.json")
+    payload = {"benchmark": name, "machine": machine(), **payload}
+    with open(path + ".tmp", "w") as f:
+        json.dump(payload, f, indent=2, default=float)
+    os.replace(path + ".tmp", path)
+    print(f"wrote {path}")
+    return path

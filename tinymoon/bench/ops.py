@@ -1,0 +1,189 @@
+"""python -m tinymoon.bench ops — the engine's overhead and its speed against PyTorch CPU.
+
+1. Per-op forward+backward on small tensors: tinymoon vs the same math written in plain NumPy (the
+   difference is the engine's overhead per op: tape, context, dispatch) and vs PyTorch CPU.
+2. An MLP training step (784-1024-1024-10, batch 256, ReLU, cross-entropy, SGD) vs PyTorch CPU.
+3. conv2d forward+backward (batch 64, 32 -> 64 channels, 28x28, 3x3, padding 1) vs PyTorch CPU.
+All timings are best-of-N in the same process.
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+import tinymoon as tm
+
+from .common import best_time, markdown, table, write_json
+
+
+def _torch():
+    try:
+        import torch
+        return torch
+    except ImportError:
+        return None
+
+
+def _numpy_softmax_xent_grad(z, labels):
+    z = z - z.max(1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(1, keepdims=True)
+    loss = -np.log(p[np.arange(len(labels)), labels]).mean()
+    p[np.arange(len(labels)), labels] -= 1
+    return loss, p / len(labels)
+
+
+def op_overhead(n, torch):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n)).astype(np.float32)
+    b = rng.standard_normal((n, n)).astype(np.float32)
+    g = np.ones((n, n), np.float32)
+    ta = tm.tensor(a, requires_grad=True)
+    tb = tm.tensor(b, requires_grad=True)
+
+    def engine(fn):
+        def run():
+            ta.grad = tb.grad = None
+            fn(ta, tb).backward(g)
+        return run
+
+    cases = {
+        "add": (lambda x, y: x + y, lambda: (a + b, g, g)),
+        "mul": (lambda x, y: x * y, lambda: (a * b, g * b, g * a)),
+        "tanh": (lambda x, y: x.tanh(), lambda: (lambda y: (y, g * (1 - y * y)))(np.tanh(a))),
+        "relu": (lambda x, y: x.relu(), lambda: (np.maximum(a, 0), np.where(a > 0, g, 0))),
+        "exp": (lambda x, y: x.exp(), lambda: (lambda y: (y, g * y))(np.exp(a))),
+        "matmul": (lambda x, y: x @ y, lambda: (a @ b, g @ b.T, a.T @ g)),
+        "sum": (lambda x, y: x.sum(axis=1), lambda: (a.sum(1), np.broadcast_to(g[:, :1], a.shape).copy())),
+    }
+    rows = []
+    for name, (fn, ref) in cases.items():
+        t_engine = best_time(engine(fn))
+        if name == "sum":
+            g_sum = np.ones(n, np.float32)
+            t_engine = best_time(lambda: fn(ta, tb).backward(g_sum))
+        t_np = best_time(ref)
+        row = {"op": name, "size": f"{n}x{n}", "tinymoon_us": t_engine * 1e6, "numpy_us": t_np * 1e6,
+               "overhead_us": (t_engine - t_np) * 1e6}
+        if torch is not None:
+            pa = torch.tensor(a, requires_grad=True)
+            pb = torch.tensor(b, requires_grad=True)
+            pg = torch.tensor(g)
+            tfn = {"add": lambda: pa + pb, "mul": lambda: pa * pb, "tanh": lambda: pa.tanh(),
+                   "relu": lambda: pa.relu(), "exp": lambda: pa.exp(), "matmul": lambda: pa @ pb,
+                   "sum": lambda: pa.sum(1)}[name]
+
+            def trun():
+                pa.grad = pb.grad = None
+                out = tfn()
+                out.backward(pg if out.dim() == 2 else torch.ones(n))
+            row["torch_us"] = best_time(trun) * 1e6
+            row["vs_torch"] = row["tinymoon_us"] / row["torch_us"]
+        rows.append(row)
+    return rows
+
+
+def mlp_step(torch, batch=256, sizes=(784, 1024, 1024, 10)):
+    rng = np.random.default_rng(0)
+    Ws = [(rng.standard_normal((o, i)) / np.sqrt(i)).astype(np.float32) for i, o in zip(sizes[:-1], sizes[1:])]
+    bs = [np.zeros(o, np.float32) for o in sizes[1:]]
+    x = rng.standard_normal((batch, sizes[0])).astype(np.float32)
+    y = rng.integers(0, sizes[-1], batch)
+    params = [tm.tensor(p, requires_grad=True) for pair in zip(Ws, bs) for p in pair]
+    tx, ty = tm.tensor(x), tm.tensor(y)
+    lr = 1e-3
+
+    def tm_step():
+        h = tx
+        for k in range(0, len(params), 2):
+            h = tm.linear(h, params[k], params[k + 1])
+            if k + 2 < len(params):
+                h = h.relu()
+        loss = tm.cross_entropy(h, ty)
+        loss.backward()
+        with tm.no_grad():
+            for p in params:
+                p.data -= lr * p.grad.data
+                p.grad = None
+
+    def np_step():
+        acts, h = [], x
+        for k, (W, b) in enumerate(zip(Ws, bs)):
+            acts.append(h)
+            h = h @ W.T + b
+            if k + 1 < len(Ws):
+                h = np.maximum(h, 0)
+        loss, g = _numpy_softmax_xent_grad(h, y)
+        for k in range(len(Ws) - 1, -1, -1):
+            gW, gb = g.T @ acts[k], g.sum(0)
+            if k:
+                g = (g @ Ws[k]) * (acts[k] > 0)
+            Ws[k] -= 0 * gW
+            bs[k] -= 0 * gb
+
+    row = {"case": f"MLP step {'-'.join(map(str, sizes))}, batch {batch}", "tinymoon_ms": best_time(tm_step, 5) * 1e3,
+           "numpy_ms": best_time(np_step, 5) * 1e3}
+    if torch is not None:
+        tp = [torch.tensor(p, requires_grad=True) for pair in zip(Ws, bs) for p in pair]
+        px, py = torch.tensor(x), torch.tensor(y)
+
+        def torch_step():
+            h = px
+            for k in range(0, len(tp), 2):
+                h = torch.nn.functional.linear(h, tp[k], tp[k + 1])
+                if k + 2 < len(tp):
+                    h = h.relu()
+            loss = torch.nn.functional.cross_entropy(h, py)
+            loss.backward()
+            with torch.no_grad():
+                for p in tp:
+                    p -= lr * p.grad
+                    p.grad = None
+        row["torch_ms"] = best_time(torch_step, 5) * 1e3
+        row["vs_torch"] = row["tinymoon_ms"] / row["torch_ms"]
+    return row
+
+
+def conv_step(torch, n=64, cin=32, cout=64, hw=28, k=3):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, cin, hw, hw)).astype(np.float32)
+    w = (rng.standard_normal((cout, cin, k, k)) / np.sqrt(cin * k * k)).astype(np.float32)
+    g = np.ones((n, cout, hw, hw), np.float32)
+    tx, tw = tm.tensor(x, requires_grad=True), tm.tensor(w, requires_grad=True)
+
+    def tm_run():
+        tx.grad = tw.grad = None
+        tm.conv2d(tx, tw, padding=1).backward(g)
+    row = {"case": f"conv2d fwd+bwd {n}x{cin}x{hw}x{hw} -> {cout}, {k}x{k}", "tinymoon_ms": best_time(tm_run, 3) * 1e3}
+    if torch is not None:
+        px, pw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+        pg = torch.tensor(g)
+
+        def t_run():
+            px.grad = pw.grad = None
+            torch.nn.functional.conv2d(px, pw, padding=1).backward(pg)
+        row["torch_ms"] = best_time(t_run, 3) * 1e3
+        row["vs_torch"] = row["tinymoon_ms"] / row["torch_ms"]
+    return row
+
+
+def run(argv=()):
+    ap = argparse.ArgumentParser(prog="python -m tinymoon.bench ops", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[4, 64], help="square sizes for the per-op table")
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
+    args = ap.parse_args(list(argv))
+    torch = None if args.no_torch else _torch()
+    if torch is not None:
+        torch.set_num_threads(max(1, __import__("os").cpu_count() or 1))
+    per_op = [r for n in args.sizes for r in op_overhead(n, torch)]
+    cols = ["op", "size", "tinymoon_us", "numpy_us", "overhead_us", "torch_us", "vs_torch"]
+    print(table(per_op, cols, "Per-op forward+backward (microseconds, best of 5)"))
+    big = [mlp_step(torch), conv_step(torch)]
+    bcols = ["case", "tinymoon_ms", "numpy_ms", "torch_ms", "vs_torch"]
+    print()
+    print(table(big, bcols, "Training-sized steps (milliseconds, best of N)"))
+    write_json("ops", {"per_op": per_op, "steps": big,
+                       "markdown": markdown(per_op, cols) + "\n\n" + markdown(big, bcols)})
+    return {"per_op": per_op, "steps": big}
