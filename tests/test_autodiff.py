@@ -161,3 +161,18 @@ def test_vijp_of_broadcast_data_path_is_explicit():
     out, vf = tm.vijp(lambda v: v + c, x)
     with pytest.raises(NotInvertibleError, match="broadcast"):
         vf(np.ones(1))
+
+
+def test_tape_does_not_keep_unsaved_activations_alive():
+    """A node references parent nodes, not tensors: an activation no rule saved dies with its tensor."""
+    import gc
+    import weakref
+    x = tm.randn(1000, seed=0, requires_grad=True)
+    h = x * 2.0                      # mul keeps the constant 2.0 (for x's cotangent), not h
+    ref = weakref.ref(h.data)
+    out = h + 1.0                    # add keeps nothing
+    del h
+    gc.collect()
+    assert ref() is None
+    out.backward(np.ones(1000))
+    np.testing.assert_allclose(x.grad.numpy(), 2.0)

@@ -1,7 +1,6 @@
 import json
 import math
 import os
-import zipfile
 
 import numpy as np
 import pytest

@@ -16,5 +16,7 @@ from .functional import abs, pow  # noqa: A004
 from .tensor import (Tensor, arange, as_tensor, from_dlpack, full, generator, ones, ones_like, rand, randn,
                      tensor, zeros, zeros_like)
 from . import _methods  # noqa: F401  (binds operators and methods onto Tensor)
+from . import data, nn, optim  # noqa: E402  (training: modules, optimisers, datasets)
+from .serialization import load, save  # noqa: E402  (checkpoints)
 
 __version__ = "0.1.0"

@@ -25,11 +25,17 @@ def _wrap(array):
 
 
 class Node:
-    """A tape entry: the primitive, its residual store, and the input tensors it was applied to."""
-    __slots__ = ("prim", "ctx", "inputs", "released")
+    """A tape entry: the primitive, its residual store, and where each input came from.
 
-    def __init__(self, prim, ctx, inputs):
-        self.prim, self.ctx, self.inputs, self.released = prim, ctx, inputs, False
+    parents[i] is the Node that produced input i, or the input tensor itself when it is a leaf that
+    requires grad (its .grad is set there), or None. The node never holds an intermediate tensor: an
+    activation stays alive only if a rule saved it as a residual (counted in tinymoon.memory) or the
+    caller keeps a reference — which is what makes the memory numbers of the algorithms honest.
+    """
+    __slots__ = ("prim", "ctx", "parents", "shapes", "released")
+
+    def __init__(self, prim, ctx, parents, shapes):
+        self.prim, self.ctx, self.parents, self.shapes, self.released = prim, ctx, parents, shapes, False
 
 
 def _check_operands(prim, inputs):
@@ -90,7 +96,9 @@ def apply(prim, *inputs, **params):
         if ctx.nbytes:
             _uncount_leaves(ctx, inputs)
         out.requires_grad = True
-        out._node = Node(prim, ctx, inputs)
+        out._node = Node(prim, ctx, tuple((t._node or t) if n and t.requires_grad else None
+                                          for t, n in zip(inputs, needs)),
+                         tuple(t.data.shape for t in inputs))
         if state.trace is not None:
             state.trace.append(out)
     else:

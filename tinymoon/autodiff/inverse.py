@@ -13,11 +13,11 @@ from .state import enable_grad, state
 
 
 class Link:
-    """One step of the chain: the tape node that produced `out`, and which input is the data path."""
-    __slots__ = ("node", "wrt", "in_shape", "out")
+    """One step of the chain: a tape node, which of its inputs is the data path, and the shapes."""
+    __slots__ = ("node", "wrt", "in_shape", "out_shape")
 
-    def __init__(self, node, wrt, in_shape, out):
-        self.node, self.wrt, self.in_shape, self.out = node, wrt, in_shape, out
+    def __init__(self, node, wrt, in_shape, out_shape):
+        self.node, self.wrt, self.in_shape, self.out_shape = node, wrt, in_shape, out_shape
 
 
 def trace_chain(f, x):
@@ -32,29 +32,27 @@ def trace_chain(f, x):
         traced = state.trace
     finally:
         state.trace = old
-    on_path = {id(x0): x0}         # tensors on the data path that have not been consumed yet
+    on_path = {id(x0)}           # ids of the path's end (x0 itself, then nodes) not consumed yet
     used = set()
     links = []
     for y in traced:
         node = y._node
-        path = [i for i, p in enumerate(node.inputs) if id(p) in on_path or id(p) in used]
+        path = [i for i, p in enumerate(node.parents) if p is not None and (id(p) in on_path or id(p) in used)]
         if not path:
             continue                # a constant sub-expression (e.g. computed from parameters)
-        name = node.prim.name
-        if len(path) > 1 or any(id(node.inputs[i]) in used for i in path):
+        if len(path) > 1 or any(id(node.parents[i]) in used for i in path):
             raise NotInvertibleError(
-                f"vijp: the data path forks at {name} (a value derived from the input is used more than once), "
-                "so the inverse pass is not a chain. Wrap the forking block in a primitive or module with its "
-                "own vijp rule (e.g. an additive-coupling RevBlock), or use reverse mode.")
-        p = node.inputs[path[0]]
-        del on_path[id(p)]
+                f"vijp: the data path forks at {node.prim.name} (a value derived from the input is used more "
+                "than once), so the inverse pass is not a chain. Wrap the forking block in a primitive or "
+                "module with its own vijp rule (e.g. an additive-coupling RevBlock), or use reverse mode.")
+        p = node.parents[path[0]]
+        on_path.discard(id(p))
         used.add(id(p))
         node.ctx.wrt = path[0]
-        links.append(Link(node, path[0], p.data.shape, y))
-        on_path[id(y)] = y
-    if id(out) not in on_path:
-        if not links and out is x0:
-            return out, links
+        links.append(Link(node, path[0], node.shapes[path[0]], y.data.shape))
+        on_path.add(id(node))
+    end = id(out._node) if out._node is not None else id(out)
+    if end not in on_path:
         raise NotInvertibleError(
             "vijp: the output is not at the end of a chain from the input (it does not depend on the input, "
             "or an intermediate value branches off the path)")
@@ -93,9 +91,9 @@ class VijpFunction:
             raise ShapeError(f"vijp: {len(fragments)} fragments given for a chain of {len(self.links)} links")
         for k, link in enumerate(self.links):
             prim, ctx = link.node.prim, link.node.ctx
-            if prim.elementwise and link.out.data.shape != link.in_shape:
+            if prim.elementwise and link.out_shape != link.in_shape:
                 raise NotInvertibleError(
-                    f"vijp: {prim.name} broadcasts the data path from {link.in_shape} to {link.out.data.shape}; "
+                    f"vijp: {prim.name} broadcasts the data path from {link.in_shape} to {link.out_shape}; "
                     "make the broadcast explicit with tm.broadcast_to (it has a fragment rule)")
             h = prim.vijp(ctx, h, None if fragments is None else fragments[k])
         return Tensor._wrap(h)

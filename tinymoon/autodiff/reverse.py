@@ -8,6 +8,7 @@ A node's residuals are released as soon as it is done, so memory falls as the pa
 from __future__ import annotations
 
 from ..errors import GradientError, ShapeError
+from .apply import Node
 from .state import enable_grad
 
 
@@ -25,23 +26,21 @@ def unbroadcast(g, shape):
 
 
 def _topological(root):
-    """Tensors reachable from root through tape nodes, inputs before outputs."""
+    """Tape nodes reachable from root's node, inputs before outputs (leaves are not in the list)."""
     order, seen = [], set()
-    stack = [(root, False)]
+    stack = [(root._node, False)]
     while stack:
-        t, done = stack.pop()
+        node, done = stack.pop()
         if done:
-            order.append(t)
+            order.append(node)
             continue
-        if id(t) in seen:
+        if id(node) in seen:
             continue
-        seen.add(id(t))
-        stack.append((t, True))
-        node = t._node
-        if node is not None:
-            for p in node.inputs:
-                if p.requires_grad and id(p) not in seen:
-                    stack.append((p, False))
+        seen.add(id(node))
+        stack.append((node, True))
+        for p in node.parents:
+            if type(p) is Node and id(p) not in seen:
+                stack.append((p, False))
     return order
 
 
@@ -49,46 +48,47 @@ def backprop(root, y_bar, wrt=None, retain_graph=False):
     """Propagate cotangent y_bar (an array of root's shape) through the tape.
 
     wrt=None: accumulate into the .grad of every leaf that requires grad (Tensor.backward).
-    wrt=[tensors]: return their cotangents (arrays or None) and leave every .grad untouched (tm.vjp).
+    wrt=[leaf tensors]: return their cotangents (arrays or None) and leave every .grad untouched (tm.vjp).
     """
     from ..tensor import Tensor
     wrap = Tensor._wrap
-    grads = {id(root): y_bar}
-    want = None if wrt is None else {id(t) for t in wrt}
-    found = {}
-    for t in reversed(_topological(root)):
-        g = grads.pop(id(t), None)
-        if g is None:
-            continue
-        if want is not None and id(t) in want:
-            found[id(t)] = g if id(t) not in found else found[id(t)] + g
-        node = t._node
-        if node is None:                       # a leaf: accumulate into .grad
-            if want is None:
-                if t.grad is None:
-                    t.grad = wrap(g.copy())
-                else:
-                    t.grad = wrap(t.grad.data + g)
-            continue
-        if node.released:
-            raise GradientError(
-                f"backward through {node.prim.name} a second time: its residuals were already freed. "
-                "Pass retain_graph=True to the first backward if you need to differentiate twice.")
-        cts = node.prim.vjp(node.ctx, g)
-        if not isinstance(cts, tuple):
-            cts = (cts,)
-        for inp, ct in zip(node.inputs, cts):
-            if ct is None or not inp.requires_grad:
+    leaf_grads = {}                         # id(leaf) -> [leaf, cotangent]
+    if root._node is None:
+        leaf_grads[id(root)] = [root, y_bar]
+    else:
+        grads = {id(root._node): y_bar}     # id(node) -> cotangent of its output
+        for node in reversed(_topological(root)):
+            g = grads.pop(id(node), None)
+            if g is None:
                 continue
-            if ct.shape != inp.data.shape:
-                ct = unbroadcast(ct, inp.data.shape)
-            prev = grads.get(id(inp))
-            grads[id(inp)] = ct if prev is None else prev + ct
-        if not retain_graph:
-            node.ctx.release()
-            node.released = True
-    if want is not None:
-        return [found.get(id(t)) for t in wrt]
+            if node.released:
+                raise GradientError(
+                    f"backward through {node.prim.name} a second time: its residuals were already freed. "
+                    "Pass retain_graph=True to the first backward if you need to differentiate twice.")
+            cts = node.prim.vjp(node.ctx, g)
+            if type(cts) is not tuple:
+                cts = (cts,)
+            for p, ct, shape in zip(node.parents, cts, node.shapes):
+                if ct is None or p is None:
+                    continue
+                if ct.shape != shape:
+                    ct = unbroadcast(ct, shape)
+                if type(p) is Node:
+                    prev = grads.get(id(p))
+                    grads[id(p)] = ct if prev is None else prev + ct
+                else:
+                    entry = leaf_grads.get(id(p))
+                    if entry is None:
+                        leaf_grads[id(p)] = [p, ct]
+                    else:
+                        entry[1] = entry[1] + ct
+            if not retain_graph:
+                node.ctx.release()
+                node.released = True
+    if wrt is not None:
+        return [leaf_grads[id(t)][1] if id(t) in leaf_grads else None for t in wrt]
+    for t, g in leaf_grads.values():
+        t.grad = wrap(g.copy() if t.grad is None else t.grad.data + g)
     return None
 
 

@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+
+import tinymoon.kernels as K
+from tinymoon.kernels import dispatch
+
+
+def test_available_impls_on_this_machine():
+    impls = K.available_impls()
+    assert impls[:2] == ["reference", "numba"]
+    assert set(impls) <= set(dispatch.IMPLS)
+
+
+def test_precedence_context_over_set_impl_over_env(monkeypatch):
+    x = np.ones(4, np.float32)
+    assert dispatch.choose("act_forward", x) == "reference"  # small: reference by default
+    monkeypatch.setenv("TINYMOON_KERNELS", "numba")
+    assert dispatch.choose("act_forward", x) == "numba"
+    K.set_impl("reference")
+    assert dispatch.choose("act_forward", x) == "reference"
+    with K.use("numba"):
+        assert dispatch.choose("act_forward", x) == "numba"
+        with K.use(None):  # None inside use(): no context forcing, falls through to set_impl
+            assert dispatch.choose("act_forward", x) == "reference"
+    assert dispatch.choose("act_forward", x) == "reference"
+    K.set_impl(None)
+    assert dispatch.choose("act_forward", x) == "numba"
+
+
+def test_forced_impl_actually_runs(monkeypatch):
+    calls = []
+    real = dispatch.resolve
+
+    def spy(op, impl):
+        calls.append(impl)
+        return real(op, impl)
+    monkeypatch.setattr(dispatch, "resolve", spy)
+    x = np.linspace(-1, 1, 10)
+    for impl in ("reference", "numba"):
+        with K.use(impl):
+            K.act_forward("tanh", x)
+            K.pack_bits(x > 0)
+            K.matmul(x[None], x[:, None])
+    assert calls == ["reference"] * 3 + ["numba"] * 3
+
+
+def test_bad_names(monkeypatch):
+    with pytest.raises(ValueError, match="unknown kernel implementation 'fast'"):
+        K.set_impl("fast")
+    with pytest.raises(ValueError, match="unknown kernel implementation"):
+        with K.use("gpu"):
+            pass
+    monkeypatch.setenv("TINYMOON_KERNELS", "nope")
+    with pytest.raises(ValueError, match="TINYMOON_KERNELS"):
+        K.act_forward("relu", np.ones(3))
+
+
+@pytest.mark.skipif(dispatch.cuda_available(), reason="checks the no-GPU error path")
+def test_gpu_impls_without_gpu_raise_clearly():
+    x = np.ones(3)
+    with K.use("cuda"), pytest.raises(RuntimeError, match="no GPU here"):
+        K.act_forward("relu", x)
+    K.set_impl("cupy")
+    with pytest.raises(RuntimeError, match="needs CuPy and a GPU"):
+        K.matmul(x[None], x[:, None])
+
+
+def test_every_op_resolves_for_host_impls():
+    for op in dispatch.OPS:
+        for impl in ("reference", "numba"):
+            assert callable(dispatch.resolve(op, impl))
