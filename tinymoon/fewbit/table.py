@@ -44,7 +44,7 @@ class Table:
         k = levels.size
         if bits is None:
             # infer b from k = 2^b
-            if k < 2 or k & (k - 1):
+            if k < 2 or k & (k - 1) or k > 2 ** MAX_BITS:
                 raise FewBitError(f"Table: len(levels) must be 2**bits for bits in {MIN_BITS}..{MAX_BITS} "
                                   f"(2, 4, ..., {2 ** MAX_BITS}); got {k} levels")
             bits = k.bit_length() - 1
@@ -68,8 +68,8 @@ class Table:
             raise FewBitError(f"Table: levels must be finite; non-finite at positions {bad}")
         if borders.size > 1 and not np.all(np.diff(borders) > 0):
             i = int(np.flatnonzero(~(np.diff(borders) > 0))[0])
-            raise FewBitError(f"Table: borders must be strictly increasing; borders[{i}] = {borders[i]!r} >= "
-                              f"borders[{i + 1}] = {borders[i + 1]!r}. Sort them and drop duplicates")
+            raise FewBitError(f"Table: borders must be strictly increasing; borders[{i}] = {float(borders[i])!r} >= "
+                              f"borders[{i + 1}] = {float(borders[i + 1])!r}. Sort them and drop duplicates")
         borders.flags.writeable = False
         levels.flags.writeable = False
         self.borders, self.levels, self.bits = borders, levels, bits

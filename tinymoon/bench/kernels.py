@@ -1,0 +1,274 @@
+"""python -m tinymoon.bench kernels [--quick] [--out DIR]: the kernels' speed claims, each a ratio against a
+baseline measured in the same run (best of several repeats).
+
+CPU:  matmul (Numba blocked kernel vs numpy.matmul/BLAS); fused activation forward+backward vs the unfused
+      NumPy expressions; relu mask / few-bit forward+backward; pack/unpack throughput; conv2d forward +
+      both VJPs (reference and Numba) vs PyTorch CPU when torch is importable.
+GPU (only with CuPy and a GPU): tiled Numba CUDA matmul vs cuBLAS at 4096², conv vs cuDNN (via torch),
+      pointwise and packing as a fraction of the memory bandwidth.
+"""
+import argparse
+import platform
+
+import numpy as np
+
+from tinymoon import kernels as K
+from tinymoon.kernels import bitpack as B, conv as C, dispatch, fewbit as F, gemm as G, pointwise as P
+
+from .common import best_time, machine, markdown, table, write_json
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _ms(t):
+    return round(t * 1e3, 3)
+
+
+# ------------------------------------------------------------------------------------------------ CPU
+def bench_matmul(quick):
+    rows = []
+    rng = np.random.default_rng(0)
+    cases = [(256, 256, 256), (512, 512, 512)] + ([] if quick else [(1024, 1024, 1024)])
+    for m, k, n in cases:
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        b = rng.standard_normal((k, n)).astype(np.float32)
+        t_np = best_time(lambda: np.matmul(a, b))
+        t_nb = best_time(lambda: G.matmul_numba(a, b), repeat=3)
+        flops = 2 * m * k * n
+        rows.append({"case": f"{m}x{k} @ {k}x{n} f32", "numpy_ms": _ms(t_np), "numba_ms": _ms(t_nb),
+                     "numpy_GFLOPs": flops / t_np / 1e9, "numba_GFLOPs": flops / t_nb / 1e9,
+                     "numba/numpy": t_nb / t_np})
+    print(table(rows, list(rows[0]), "matmul (CPU): BLAS vs the readable Numba blocked kernel"))
+    return rows
+
+
+def bench_pointwise(n):
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal(n) * 3).astype(np.float32)
+    y_bar = rng.standard_normal(n).astype(np.float32)
+    rows = []
+    params = {"leaky_relu": {"slope": 0.01}, "elu": {"alpha": 1.0}, "softplus": {"beta": 1.0}}
+    for name in K.ACTIVATIONS:
+        p = params.get(name, {})
+
+        def unfused():  # forward (y, saved y') + backward x̄ = ȳ y'
+            y, d = P.act_reference(name, x, **p)
+            return y, y_bar * d
+
+        def fused():
+            y, d = P.act_numba(name, x, **p)
+            return y, y_bar * d
+        t_u, t_f = best_time(unfused), best_time(fused)
+        rows.append({"op": name, "n": n, "numpy_unfused_ms": _ms(t_u), "numba_fused_ms": _ms(t_f),
+                     "speedup": t_u / t_f})
+
+    def relu_np():
+        packed = np.packbits(x > 0, bitorder="little")
+        y = np.maximum(x, 0)
+        bit = np.unpackbits(packed, count=n, bitorder="little").view(bool)
+        return y, np.where(bit, y_bar, 0)
+
+    def relu_nb():
+        y, packed = P.relu_mask_forward_numba(x)
+        return y, P.masked_grad_numba(packed, y_bar)
+    t_u, t_f = best_time(relu_np), best_time(relu_nb)
+    rows.append({"op": "relu + 1-bit mask", "n": n, "numpy_unfused_ms": _ms(t_u), "numba_fused_ms": _ms(t_f),
+                 "speedup": t_u / t_f})
+    for bits in (2, 4):
+        borders = np.sort(rng.standard_normal(2**bits - 1))
+        levels = rng.standard_normal(2**bits)
+
+        def fb_ref():
+            y, packed = F.fewbit_forward_reference("gelu", x, borders, bits)
+            return y, F.fewbit_backward_reference(packed, levels, bits, y_bar)
+
+        def fb_nb():
+            y, packed = F.fewbit_forward_numba("gelu", x, borders, bits)
+            return y, F.fewbit_backward_numba(packed, levels, bits, y_bar)
+        t_u, t_f = best_time(fb_ref), best_time(fb_nb)
+        rows.append({"op": f"fewbit gelu {bits}-bit", "n": n, "numpy_unfused_ms": _ms(t_u),
+                     "numba_fused_ms": _ms(t_f), "speedup": t_u / t_f})
+    print(table(rows, list(rows[0]), "activation forward + backward, float32 (CPU)"))
+    return rows
+
+
+def bench_packing(n):
+    rng = np.random.default_rng(2)
+    rows = []
+    mask = rng.random(n) < 0.5
+    packed = np.packbits(mask, bitorder="little")
+    for what, ref, nb in [("pack_bits", lambda: B.pack_bits_reference(mask), lambda: B.pack_bits_numba(mask)),
+                          ("unpack_bits", lambda: B.unpack_bits_reference(packed, n),
+                           lambda: B.unpack_bits_numba(packed, n))]:
+        t_r, t_n = best_time(ref), best_time(nb)
+        rows.append({"op": what, "bits": 1, "n": n, "reference_GB/s": n / t_r / 1e9, "numba_GB/s": n / t_n / 1e9,
+                     "numba/ref speedup": t_r / t_n})
+    for bits in range(1, 9):
+        idx = rng.integers(0, 2**bits, n).astype(np.uint8)
+        pk = B.pack_bins_numba(idx, bits)
+        t_r, t_n = best_time(lambda: B.pack_bins_reference(idx, bits)), best_time(lambda: B.pack_bins_numba(idx, bits))
+        rows.append({"op": "pack_bins", "bits": bits, "n": n, "reference_GB/s": n / t_r / 1e9,
+                     "numba_GB/s": n / t_n / 1e9, "numba/ref speedup": t_r / t_n})
+        t_r = best_time(lambda: B.unpack_bins_reference(pk, bits, n))
+        t_n = best_time(lambda: B.unpack_bins_numba(pk, bits, n))
+        rows.append({"op": "unpack_bins", "bits": bits, "n": n, "reference_GB/s": n / t_r / 1e9,
+                     "numba_GB/s": n / t_n / 1e9, "numba/ref speedup": t_r / t_n})
+    print(table(rows, list(rows[0]), "bit packing throughput (GB/s of unpacked uint8/bool elements)"))
+    return rows
+
+
+def bench_conv(quick):
+    rng = np.random.default_rng(3)
+    rows = []
+    cases = [(64, 32, 64, 28, np.float32, ((1, 1), ((1, 1), (1, 1)), (1, 1), 1))]
+    if not quick:
+        cases += [(64, 32, 64, 28, np.float64, ((1, 1), ((1, 1), (1, 1)), (1, 1), 1)),
+                  (32, 64, 64, 14, np.float32, ((2, 2), ((1, 1), (1, 1)), (1, 1), 1)),
+                  (32, 64, 64, 28, np.float32, ((1, 1), ((1, 1), (1, 1)), (1, 1), 8))]
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    for n, c_in, c_out, hw, dt, args in cases:
+        groups = args[3]
+        x = rng.standard_normal((n, c_in, hw, hw)).astype(dt)
+        w = rng.standard_normal((c_out, c_in // groups, 3, 3)).astype(dt)
+        y = C.conv2d_forward_reference(x, w, *args)
+        y_bar = rng.standard_normal(y.shape).astype(dt)
+        row = {"case": f"N{n} {c_in}->{c_out} {hw}x{hw} 3x3 s{args[0][0]} g{groups} {np.dtype(dt).name}"}
+        for impl in ("reference", "numba"):
+            fw = getattr(C, f"conv2d_forward_{impl}")
+            gi = getattr(C, f"conv2d_grad_input_{impl}")
+            gw = getattr(C, f"conv2d_grad_weight_{impl}")
+            t_f = best_time(lambda: fw(x, w, *args), repeat=7)
+            t_i = best_time(lambda: gi(y_bar, w, x.shape, *args), repeat=7)
+            t_w = best_time(lambda: gw(x, y_bar, w.shape, *args), repeat=7)
+            t_all = best_time(lambda: (fw(x, w, *args), gi(y_bar, w, x.shape, *args),
+                                       gw(x, y_bar, w.shape, *args)), repeat=7)
+            row.update({f"{impl}_fwd_ms": _ms(t_f), f"{impl}_gin_ms": _ms(t_i), f"{impl}_gw_ms": _ms(t_w),
+                        f"{impl}_total_ms": _ms(t_all)})
+        if torch is not None:
+            tx = torch.tensor(x, requires_grad=True)
+            tw = torch.tensor(w, requires_grad=True)
+            ty_bar = torch.tensor(y_bar)
+
+            def torch_fb():
+                yt = torch.nn.functional.conv2d(tx, tw, stride=args[0], padding=1, groups=groups)
+                return torch.autograd.grad(yt, (tx, tw), ty_bar)
+            row["torch_total_ms"] = _ms(best_time(torch_fb, repeat=7))
+            for impl in ("reference", "numba"):
+                row[f"{impl}/torch"] = row[f"{impl}_total_ms"] / row["torch_total_ms"]
+        rows.append(row)
+    cols = ["case"] + [f"{i}_{s}_ms" for i in ("reference", "numba") for s in ("fwd", "gin", "gw", "total")]
+    cols += ["torch_total_ms", "reference/torch", "numba/torch"] if torch is not None else []
+    print(table(rows, cols, "conv2d forward + grad_input + grad_weight (CPU)"))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ GPU
+def bench_gpu():
+    import cupy as cp
+    from tinymoon.kernels.cuda import gemm as CG, pointwise as CP
+
+    def gpu_time(fn, repeat=10):
+        fn()
+        cp.cuda.Device().synchronize()
+        start, stop = cp.cuda.Event(), cp.cuda.Event()
+        best = float("inf")
+        for _ in range(repeat):
+            start.record()
+            fn()
+            stop.record()
+            stop.synchronize()
+            best = min(best, cp.cuda.get_elapsed_time(start, stop) / 1e3)
+        return best
+    props = cp.cuda.runtime.getDeviceProperties(0)
+    peak = 2 * props["memoryClockRate"] * 1e3 * props["memoryBusWidth"] / 8  # bytes/s (DDR)
+    out = {"gpu": props["name"].decode(), "peak_GB/s": peak / 1e9}
+    rng = np.random.default_rng(4)
+    a = cp.asarray(rng.standard_normal((4096, 4096)).astype(np.float32))
+    b = cp.asarray(rng.standard_normal((4096, 4096)).astype(np.float32))
+    t_tiled, t_cublas = gpu_time(lambda: CG.matmul_cuda(a, b), 3), gpu_time(lambda: cp.matmul(a, b))
+    out["matmul_4096"] = {"tiled_ms": _ms(t_tiled), "cublas_ms": _ms(t_cublas), "tiled/cublas": t_tiled / t_cublas,
+                          "tiled_TFLOPs": 2 * 4096**3 / t_tiled / 1e12, "cublas_TFLOPs": 2 * 4096**3 / t_cublas / 1e12}
+    n = 1 << 26
+    x = cp.asarray(rng.standard_normal(n).astype(np.float32))
+    rows = []
+    for name in K.ACTIVATIONS:
+        for impl, fn in (("cuda", lambda: CP.act_cuda(name, x)), ("cupy", lambda: dispatch.resolve("act_forward", "cupy")(name, x))):
+            t = gpu_time(fn)
+            rows.append({"op": name, "impl": impl, "ms": _ms(t), "fraction_of_peak_bw": 3 * 4 * n / t / peak})
+    for bits in (1, 4, 8):
+        idx = cp.asarray(rng.integers(0, 2**bits, n).astype(np.uint8))
+        for impl in ("cuda", "cupy"):
+            fn = dispatch.resolve("pack_bins", impl)
+            t = gpu_time(lambda: fn(idx, bits))
+            rows.append({"op": f"pack_bins {bits}b", "impl": impl, "ms": _ms(t),
+                         "fraction_of_peak_bw": (n + n * bits / 8) / t / peak})
+    out["pointwise_packing"] = rows
+    print(table(rows, list(rows[0]), f"GPU pointwise / packing, {out['gpu']}"))
+    try:
+        import torch
+        xs = rng.standard_normal((64, 32, 28, 28)).astype(np.float32)
+        ws = rng.standard_normal((64, 32, 3, 3)).astype(np.float32)
+        args = ((1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+        xd, wd = cp.asarray(xs), cp.asarray(ws)
+        yb = cp.asarray(rng.standard_normal((64, 64, 28, 28)).astype(np.float32))
+        conv = {}
+        for impl in ("cupy", "cuda"):
+            with K.use(impl):
+                conv[f"{impl}_ms"] = _ms(gpu_time(lambda: (K.conv2d_forward(xd, wd, *args),
+                                                          K.conv2d_grad_input(yb, wd, xs.shape, *args),
+                                                          K.conv2d_grad_weight(xd, yb, ws.shape, *args)), 3))
+        tx = torch.tensor(xs, device="cuda", requires_grad=True)
+        tw = torch.tensor(ws, device="cuda", requires_grad=True)
+        tyb = torch.as_tensor(yb, device="cuda")
+
+        def cudnn():
+            yt = torch.nn.functional.conv2d(tx, tw, padding=1)
+            return torch.autograd.grad(yt, (tx, tw), tyb)
+        conv["cudnn_ms"] = _ms(gpu_time(cudnn))
+        out["conv_fwd_bwd"] = conv
+        print("GPU conv fwd+bwd (N64 32->64 28x28 3x3):", conv)
+    except ImportError:
+        pass
+    print("GPU matmul 4096^2:", out["matmul_4096"])
+    return out
+
+
+def run(args):
+    parser = argparse.ArgumentParser(prog="python -m tinymoon.bench kernels")
+    parser.add_argument("--quick", action="store_true", help="fewer and smaller cases")
+    parser.add_argument("--out", default="bench_results", help="folder for kernels.json")
+    opts = parser.parse_args(args)
+    n = 1 << 20 if opts.quick else 1 << 24
+    info = machine()
+    gpu = dispatch.cupy_available() and not dispatch.cuda_simulator()
+    device = f"CPU {_cpu_name()}, {info['cores']} cores" + ("" if gpu else "; no GPU")
+    print(f"kernels benchmark: {device}; numpy {np.__version__}, numba {info.get('numba')}, "
+          f"torch {info.get('torch')}, date {info['date']}")
+    result = {"device": device, "numpy": np.__version__, "numba": info.get("numba"), "date": info["date"],
+              "quick": opts.quick, "cpu_choice": {k: list(v) for k, v in dispatch.CPU_CHOICE.items()}}
+    result["matmul"] = bench_matmul(opts.quick)
+    result["pointwise"] = bench_pointwise(n)
+    result["packing"] = bench_packing(n)
+    result["conv2d"] = bench_conv(opts.quick)
+    result["gpu"] = bench_gpu() if gpu else "not measured: no CuPy/GPU in this run"
+    write_json("kernels", result, opts.out)
+    result["markdown"] = {k: markdown(result[k], list(result[k][0])) for k in ("matmul", "pointwise", "packing",
+                                                                             "conv2d")}
+    return result
+
+
+if __name__ == "__main__":
+    import sys
+    run(sys.argv[1:])
