@@ -217,7 +217,11 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    return train(parse_args(argv))
+    args = parse_args(argv)
+    try:
+        return train(args)
+    except tm.data.DataUnavailableError as e:
+        sys.exit(f"{e}\n(or run with --synthetic to train on the synthetic stand-in)")
 
 
 if __name__ == "__main__":

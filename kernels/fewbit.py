@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit, prange
 
 from .bitpack import check_bits, nbytes_for, pack_bins_reference, unpack_bins_reference
-from .pointwise import _act, act_reference, parse_activation
+from .pointwise import _act, _constants, act_reference, parse_activation
 
 
 def check_fewbit(borders, levels, bits, what):
@@ -57,14 +57,14 @@ def _bin(borders, v):
 
 
 @njit(parallel=True, cache=True)
-def _fewbit_forward_kernel(code, x, p, borders, bits, y, packed):
+def _fewbit_forward_kernel(code, x, k, borders, bits, y, packed):
     n = x.size
     nbytes = packed.size
     for g in prange((n + 7) // 8):
         word = np.uint64(0)
         for t in range(min(8, n - 8 * g)):
             v = x[8 * g + t]
-            y[8 * g + t] = _act(code, v, p)[0]
+            y[8 * g + t] = _act(code, v, k)[0]
             word |= np.uint64(_bin(borders, v)) << np.uint64(t * bits)
         for q in range(bits):
             if g * bits + q < nbytes:
@@ -90,7 +90,7 @@ def fewbit_forward_numba(name, x, borders, bits, **params):
     xf = np.ascontiguousarray(x).reshape(-1)
     y = np.empty_like(xf)
     packed = np.empty(nbytes_for(xf.size, bits), np.uint8)
-    _fewbit_forward_kernel(code, xf, x.dtype.type(p), np.asarray(borders, np.float64), bits, y, packed)
+    _fewbit_forward_kernel(code, xf, _constants(x.dtype, p), np.asarray(borders, np.float64), bits, y, packed)
     return y.reshape(x.shape), packed
 
 

@@ -16,7 +16,11 @@ from .functional import abs, pow  # noqa: A004
 from .tensor import (Tensor, arange, as_tensor, from_dlpack, full, generator, ones, ones_like, rand, randn,
                      tensor, zeros, zeros_like)
 from . import _methods  # noqa: F401  (binds operators and methods onto Tensor)
-from . import data, nn, optim  # noqa: E402  (training: modules, optimisers, datasets)
+# `from .functional import *` also exported the submodule functional.nn as `nn`: import tinymoon.nn explicitly
+# (a plain `from . import nn` would find that attribute and stop there).
+import importlib as _importlib  # noqa: E402
+nn = _importlib.import_module(".nn", __name__)
+from . import data, optim  # noqa: E402  (training: optimisers, datasets)
 from .serialization import load, save  # noqa: E402  (checkpoints)
 
 __version__ = "0.1.0"

@@ -4,7 +4,7 @@ from hypothesis import settings
 
 import tinymoon.kernels as K
 
-settings.register_profile("kernels", deadline=None, max_examples=40, derandomize=True)
+settings.register_profile("kernels", deadline=None, max_examples=30, derandomize=True, database=None)
 settings.load_profile("kernels")
 
 

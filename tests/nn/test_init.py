@@ -4,7 +4,6 @@ import math
 import numpy as np
 import pytest
 
-import tinymoon as tm
 from tinymoon import nn
 from tinymoon.nn import init
 

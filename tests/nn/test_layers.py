@@ -40,7 +40,6 @@ CONV_CASES = [
     dict(padding="same", dilation=2),
     dict(groups=2, bias=False),
     dict(padding=(1, 2), stride=(1, 2)),
-    dict(padding=1, padding_mode="reflect"),
     dict(padding=1, padding_mode="circular"),
 ]
 
@@ -61,8 +60,7 @@ def test_conv2d_matches_torch(kw):
     (t, b), (l, r) = layer.padding
     xt = torch.tensor(x.numpy())
     if layer.padding_mode != "zeros":
-        mode = {"reflect": "reflect", "replicate": "replicate", "circular": "circular"}[layer.padding_mode]
-        xt = torch.nn.functional.pad(xt, (l, r, t, b), mode=mode)
+        xt = torch.nn.functional.pad(xt, (l, r, t, b), mode=layer.padding_mode)
     else:
         xt = torch.nn.functional.pad(xt, (l, r, t, b))
     ref = torch.nn.functional.conv2d(xt, torch.tensor(layer.weight.numpy()),

@@ -56,7 +56,7 @@ def test_custom_module_and_sharing():
     y = net(tm.ones(2, 3))
     assert y.shape == (2, 3)
     net.a = nn.Identity()
-    assert "a.weight" in [n for n, _ in net.named_parameters()]   # still reachable through b
+    assert "b.weight" in [n for n, _ in net.named_parameters()]   # still reachable through b
     del net.b
     assert [n for n, _ in net.named_parameters()] == ["scale"]
 

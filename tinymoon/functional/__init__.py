@@ -5,23 +5,7 @@ One module per family; this package re-exports them all, and `tm.<name>` re-expo
 from .elementwise import *  # noqa: F401,F403
 from .elementwise import _pair, abs, pow  # noqa: F401,A004
 
-try:
-    from .shape import *  # noqa: F401,F403
-except ImportError as e:  # pragma: no cover - during bootstrap only
-    if "shape" not in str(e):
-        raise
-try:
-    from .reduce import *  # noqa: F401,F403
-except ImportError as e:  # pragma: no cover
-    if "reduce" not in str(e):
-        raise
-try:
-    from .linalg import *  # noqa: F401,F403
-except ImportError as e:  # pragma: no cover
-    if "linalg" not in str(e):
-        raise
-try:
-    from .nn import *  # noqa: F401,F403
-except ImportError as e:  # pragma: no cover
-    if "functional.nn" not in str(e) and "'nn'" not in str(e):
-        raise
+from .shape import *  # noqa: F401,F403
+from .reduce import *  # noqa: F401,F403
+from .linalg import *  # noqa: F401,F403
+from .nn import *  # noqa: F401,F403

@@ -80,7 +80,7 @@ class Conv2d(Module):
 
     padding: an int, a pair (ph, pw), a pair of pairs ((top, bottom), (left, right)), "valid" (0) or "same"
     (output size = input size; stride 1 only; for an even kernel the extra row/column goes at the
-    bottom/right, as in PyTorch). padding_mode: "zeros", "reflect", "replicate" or "circular".
+    bottom/right, as in PyTorch). padding_mode: "zeros" or "circular" (wrap around).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
@@ -90,9 +90,8 @@ class Conv2d(Module):
         if groups < 1 or in_channels % groups or out_channels % groups:
             raise ValueError(f"Conv2d: in_channels ({in_channels}) and out_channels ({out_channels}) must both be "
                              f"divisible by groups ({groups})")
-        if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
-            raise ValueError(f"Conv2d: padding_mode must be 'zeros', 'reflect', 'replicate' or 'circular', got "
-                             f"{padding_mode!r}")
+        if padding_mode not in ("zeros", "circular"):     # what the conv2d primitive implements
+            raise ValueError(f"Conv2d: padding_mode must be 'zeros' or 'circular', got {padding_mode!r}")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.stride = _pair(stride, "stride")

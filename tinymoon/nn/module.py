@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import backend
 from ..backend import as_dtype
-from ..errors import CheckpointError, DTypeError
+from ..errors import CheckpointError
 from ..tensor import Tensor
 
 __all__ = ["Parameter", "Module", "Sequential", "ModuleList"]
@@ -300,9 +300,6 @@ class Module:
         if not self._modules:
             return f"{type(self).__name__}({extra})"
         return type(self).__name__ + "(\n  " + "\n  ".join(lines) + "\n)"
-
-    def __dir__(self):
-        return sorted(set(super().__dir__()))
 
 
 def _is_array(a):

@@ -40,13 +40,16 @@ class RevBlock(Module):
         self.F, self.G = F, G
         self.split_axis = int(split_axis)
 
-    def _halves(self, x):
+    def _slices(self, x):
+        """(index of x1, index of x2, axis): x1 = x[..., :c1, ...], x2 = x[..., c1:, ...] along split_axis."""
         axis = self.split_axis % x.ndim
         c1, _ = _split_sizes(x.shape[axis], axis, x.shape)
-        return Fn.split(x, [c1], axis=axis), axis
+        head = (slice(None),) * axis
+        return head + (slice(0, c1),), head + (slice(c1, None),), axis
 
     def forward(self, x):
-        (x1, x2), axis = self._halves(x)
+        i1, i2, axis = self._slices(x)
+        x1, x2 = Fn.getitem(x, i1), Fn.getitem(x, i2)
         y1 = x1 + self.F(x2)
         y2 = x2 + self.G(y1)
         return Fn.concatenate([y1, y2], axis=axis)
@@ -55,11 +58,8 @@ class RevBlock(Module):
         """x from y = self(x): x2 = y2 - G(y1), x1 = y1 - F(x2), under no_grad (nothing recorded)."""
         y = as_tensor(y)
         with no_grad():
-            axis = self.split_axis % y.ndim
-            c1, _ = _split_sizes(y.shape[axis], axis, y.shape)
-            idx1 = (slice(None),) * axis + (slice(0, c1),)
-            idx2 = (slice(None),) * axis + (slice(c1, None),)
-            y1, y2 = Tensor._wrap(y.data[idx1]), Tensor._wrap(y.data[idx2])
+            i1, i2, axis = self._slices(y)
+            y1, y2 = Tensor._wrap(y.data[i1]), Tensor._wrap(y.data[i2])
             x2 = (y2 - self.G(y1)).data
             x1 = (y1 - self.F(Tensor._wrap(x2))).data
             return Tensor._wrap(y.xp.concatenate([x1, x2], axis=axis))

@@ -381,10 +381,11 @@ def _spectral_solver(ctx, xp, ridge=False):
         scale = float(xp.abs(xp.trace(gram, axis1=-2, axis2=-1)).max()) / gram.shape[-1]
         eps = np.finfo(ctx.w.dtype).eps
         gram = gram + (COND_EPS_FACTOR * eps * max(scale, 1e-300)) * xp.eye(gram.shape[-1])
-        out["gram"] = gram
+        out["gram_inv"] = xp.linalg.inv(gram)                           # small C_out x C_out, once per ctx
     else:
         s = xp.linalg.svd(k_hat, compute_uv=False)                      # singular values per frequency
-        cond = s[..., 0] / xp.maximum(s[..., -1], np.finfo(np.float64).tiny)
+        smin = s[..., -1]
+        cond = xp.where(smin > 0, s[..., 0] / xp.where(smin > 0, smin, 1), xp.inf)
         worst = np.unravel_index(int(xp.argmax(cond)), cond.shape)
         limit = 1.0 / (COND_EPS_FACTOR * np.finfo(ctx.w.dtype).eps)
         if float(cond[worst]) > limit:
@@ -411,33 +412,27 @@ def _fft_vijp(ctx, x_bar):
     return xp.fft.irfft2(yf.transpose(0, 3, 1, 2), s=(h, w), axes=(-2, -1)).astype(x_bar.dtype)
 
 
-def _cg_vijp(ctx, x_bar):
-    # Condition: stride 1, zero 'same' padding, C_out <= C_in, J of full row rank. CG on the normal
-    # equations y_bar (J J^T) = x_bar J^T, preconditioned by the circular solve (y G(w)^-1 per frequency),
-    # to ||b - y A|| <= tol ||b|| per sample; raises with the residual reached when it does not get there.
-    xp = get_array_module(x_bar)
-    dtype = x_bar.dtype
-    tol = ctx.params.get("vijp_tol") or CG_TOL.get(np.dtype(dtype), 1e-5)
-    maxiter = ctx.params.get("vijp_maxiter") or CG_MAXITER
+def _cg_solve(ctx, b, tol, maxiter):
+    """Preconditioned CG for y (J J^T) = b, per sample; returns (y, worst relative residual, iterations)."""
+    xp = get_array_module(b)
+    dtype = b.dtype
     h, w = ctx.x_shape[2:]
-    gram = _spectral_solver(ctx, xp, ridge=True)["gram"]
-    gram_t = gram.swapaxes(-1, -2)
+    g_inv = _spectral_solver(ctx, xp, ridge=True)["gram_inv"]
 
-    def precond(r):                     # R(w) -> R(w) G(w)^-1 (rows), i.e. solve G^T Z^T = R^T
-        rf = xp.fft.rfft2(r, axes=(-2, -1)).transpose(0, 2, 3, 1)[..., None]
-        zf = xp.linalg.solve(gram_t[None], rf)[..., 0]
+    def precond(r):                     # R(w) -> R(w) G(w)^-1 (rows, per frequency)
+        rf = xp.fft.rfft2(r, axes=(-2, -1)).transpose(0, 2, 3, 1)
+        zf = xp.einsum("nhwo,hwop->nhwp", rf, g_inv)
         return xp.fft.irfft2(zf.transpose(0, 3, 1, 2), s=(h, w), axes=(-2, -1)).astype(dtype)
 
     def normal(v):                      # v -> v J J^T: transposed conv, then conv
-        return _lin(ctx, _lin_t(ctx, v, ctx.w, ctx.x_shape), ctx.w)
+        return _lin(ctx, _lin_t(ctx, v, ctx.w, (v.shape[0],) + ctx.x_shape[1:]), ctx.w)
 
-    def dot(a, b):
-        return (a * b).sum(axis=(1, 2, 3), keepdims=True)
+    def dot(a, c):
+        return (a * c).sum(axis=(1, 2, 3), keepdims=True)
 
-    b = _lin(ctx, x_bar, ctx.w)                                          # x_bar J^T
     b_norm = xp.sqrt(dot(b, b))
     b_norm = xp.where(b_norm == 0, 1, b_norm)
-    y = precond(b)
+    y = precond(b)                      # the circular solve: the exact answer when padding were circular
     r = b - normal(y)
     z = precond(r)
     p = z
@@ -458,11 +453,36 @@ def _cg_vijp(ctx, x_bar):
         rz_new = dot(r, z)
         p = z + (rz_new / xp.where(rz == 0, 1, rz)) * p
         rz = rz_new
+    return y, res, it
+
+
+def _cg_vijp(ctx, x_bar):
+    # Condition: stride 1, zero 'same' padding, C_out <= C_in, J of full row rank. CG on the normal
+    # equations y_bar (J J^T) = x_bar J^T, preconditioned by the circular solve (y G(w)^-1 per frequency),
+    # to ||b - y A|| <= tol ||b|| per sample; raises with the residual reached when it does not get there.
+    # C_out <= C_in does not make J full rank (e.g. dilated taps that only ever meet padding): a consistent
+    # singular system would still converge, to a WRONG y_bar. So once per context we certify that J J^T is
+    # invertible by solving it for a random right-hand side (fixed seed): with a null vector v, the residual
+    # keeps its component <b, v> and CG cannot reach tol.
+    xp = get_array_module(x_bar)
+    tol = ctx.params.get("vijp_tol") or CG_TOL.get(np.dtype(x_bar.dtype), 1e-5)
+    maxiter = ctx.params.get("vijp_maxiter") or CG_MAXITER
+    config = f"x {ctx.x_shape}, weight {ctx.w_shape}, padding {ctx.cfg['pad']}, dilation {ctx.cfg['dilation']}"
+    if not getattr(ctx, "_cg_certified", False):
+        probe = xp.asarray(np.random.default_rng(0).standard_normal((1, ctx.w_shape[0]) + ctx.cfg["out_hw"]),
+                           dtype=x_bar.dtype)
+        _, res, it = _cg_solve(ctx, probe, tol, maxiter)
+        if not res <= tol:
+            raise NotInvertibleError(
+                f"conv2d: no vijp for this zero-padded 'same' convolution ({config}): J J^T is singular or too badly "
+                f"conditioned (J lacks full row rank) - CG on a random right-hand side stalls at relative residual "
+                f"{res:.3e} after {it} iterations (tolerance {tol:.1e}). Use reverse mode")
+        ctx._cg_certified = True
+    y, res, it = _cg_solve(ctx, _lin(ctx, x_bar, ctx.w), tol, maxiter)      # b = x_bar J^T
     ctx.cg_info = dict(iterations=it, residual=res, tol=tol)
     if not res <= tol:
         raise NotInvertibleError(
             f"conv2d: the zero-padded 'same' vijp (preconditioned CG on y_bar J J^T = x_bar J^T) did not converge: "
-            f"relative residual {res:.3e} after {it} iterations, tolerance {tol:.1e} (x {ctx.x_shape}, weight "
-            f"{ctx.w_shape}). J is singular or badly conditioned here; raise vijp_maxiter / vijp_tol, or use "
-            "reverse mode")
+            f"relative residual {res:.3e} after {it} iterations, tolerance {tol:.1e} ({config}). Raise vijp_maxiter "
+            "or vijp_tol, or use reverse mode")
     return y

@@ -7,12 +7,12 @@ Inverse mode along a (the left operand), b of shape (n, m) a fixed 2-D matrix (a
 the y_bar with y_bar bᵀ = a_bar, one row at a time.
 - m <= n, b of full column rank m: y_bar = a_bar b (bᵀb)⁻¹. bᵀb is factorised ONCE per context (Cholesky,
   numpy.linalg.cholesky) into the cached right inverse P = b (bᵀb)⁻¹, so each row costs one O(nm) product.
-  Numerically rank-deficient b (the Cholesky diagonal spread beyond 1/sqrt(eps), i.e. cond(bᵀb) >~ 1/eps)
-  raises NotInvertibleError.
+  Numerically rank-deficient b (cond(b) >~ 1/max(10 eps, sqrt(eps64)), read off the Cholesky diagonal)
+  raises NotInvertibleError. The factorisations run in float64 internally (results in b's dtype).
 - m > n (expanding): the vjp erases m - n dimensions of every row of y_bar. A column-pivoted QR of b
   (Businger–Golub) picks n well-conditioned columns K of b (b[:, K] invertible); the other m - n
   coordinates S of y_bar are the fragment, and y_bar[K] = (a_bar - y_bar[S] b[:, S]ᵀ) b[:, K]⁻ᵀ.
-  A b of rank < n (|R_nn| <= sqrt(eps) |R_11|) raises NotInvertibleError.
+  A b of numerical rank < n (|R_nn| <= tol |R_11|, the same tol) raises NotInvertibleError.
 - batched b (more than 2-D): NotInvertibleError; inverse mode along b: MissingRuleError.
 """
 from __future__ import annotations
@@ -45,50 +45,84 @@ def _swap(a):
 
 # ---- column-pivoted QR ------------------------------------------------------------------------------------
 
-def pivoted_qr(b, k=None):
+def pivoted_qr(b, k=None, block=32):
     """Businger–Golub column-pivoted Householder QR of b (n x m, host NumPy), k steps (default min(n, m)).
 
     At step j the remaining column of largest norm (orthogonal to the columns already chosen) is swapped
-    to position j, then a Householder reflection zeroes it below the diagonal. Returns (perm, r_diag):
-    b[:, perm] = Q R with |r_diag| = |diag(R)| non-increasing, so b[:, perm[:k]] is a well-conditioned
-    choice of k columns (its smallest singular value is at least |R_kk| / sqrt(k (m - k + 1)) 2^(k-1),
-    and in practice close to |R_kk|).
+    to position j, then a Householder reflection H = I - tau v vᵀ zeroes it below the diagonal. Returns
+    (perm, r_diag): b[:, perm] = Q R with |r_diag| = |diag(R)| non-increasing, so b[:, perm[:k]] is a
+    well-conditioned choice of k columns.
+
+    Blocked like LAPACK's xLAQPS: within a block of reflectors the trailing matrix is updated lazily,
+    A = A_stale - V Fᵀ; only the pivot column and the new row of R are brought up to date at each step
+    (enough to pick the next pivot, from the downdated column norms), and the whole trailing matrix is
+    updated once per block with one matrix product.
     """
-    a = np.array(b, dtype=np.float64).T.copy()        # row i of `a` is column i of b: swaps are row swaps
-    m, n = a.shape
-    k = min(n, m) if k is None else k
+    a = np.array(b, dtype=np.float64, order="F")
+    n, m = a.shape
+    k = min(n, m) if k is None else min(k, n, m)
     perm = np.arange(m)
-    norms = np.einsum("ij,ij->i", a, a)              # squared norms of the remaining parts of the columns
-    full = norms.copy()
-    r_diag = np.empty(k)
-    for j in range(k):
-        p = j + int(np.argmax(norms[j:]))
-        if p != j:
-            a[[j, p]] = a[[p, j]]
-            perm[[j, p]] = perm[[p, j]]
-            norms[[j, p]] = norms[[p, j]]
-            full[[j, p]] = full[[p, j]]
-        x = a[j, j:]
-        alpha = np.sqrt(x @ x)
-        if alpha == 0:
-            r_diag[j:] = 0
-            break
-        if x[0] > 0:
-            alpha = -alpha                              # reflect away from x to avoid cancellation
-        v = x.copy()
-        v[0] -= alpha
-        v /= np.sqrt(v @ v)
-        rest = a[j:, j:]                                # a view: updated in place
-        rest -= np.outer(2 * (rest @ v), v)             # H = I - 2 v vᵀ applied to every remaining column
-        r_diag[j] = alpha
-        # downdate the remaining norms by the new row of R; recompute where cancellation ate the digits
-        norms[j + 1:] -= a[j + 1:, j] ** 2
-        stale = norms[j + 1:] <= 1e-8 * full[j + 1:]
-        if stale.any():
-            idx = np.nonzero(stale)[0] + j + 1
-            tail = a[idx, j + 1:]
-            norms[idx] = np.einsum("ij,ij->i", tail, tail)
-            full[idx] = norms[idx]
+    vn1 = np.linalg.norm(a, axis=0)                 # remaining column norms (downdated)
+    vn2 = vn1.copy()                                # the norms when last computed exactly
+    tol3z = np.sqrt(np.finfo(np.float64).eps)
+    r_diag = np.zeros(k)
+    j0 = 0
+    while j0 < k:
+        nb = min(block, k - j0)
+        f = np.zeros((m - j0, nb))                  # row c - j0 of f belongs to column c
+        kb = 0
+        stale = None
+        for kk in range(nb):
+            j = j0 + kk
+            p = j + int(np.argmax(vn1[j:]))
+            if p != j:                              # pivot: the remaining column of largest norm
+                a[:, [j, p]] = a[:, [p, j]]
+                f[[j - j0, p - j0]] = f[[p - j0, j - j0]]
+                perm[[j, p]] = perm[[p, j]]
+                vn1[[j, p]] = vn1[[p, j]]
+                vn2[[j, p]] = vn2[[p, j]]
+            if kk:                                  # bring the pivot column up to date
+                a[j:, j] -= a[j:, j0:j] @ f[j - j0, :kk]
+            # Householder reflection: H x = beta e_1
+            alpha = a[j, j]
+            xnorm = np.linalg.norm(a[j + 1:, j])
+            if xnorm == 0:
+                tau, beta = 0.0, alpha
+            else:
+                beta = -np.copysign(np.hypot(alpha, xnorm), alpha)
+                tau = (beta - alpha) / beta
+                a[j + 1:, j] /= alpha - beta
+            v = a[j:, j].copy()
+            v[0] = 1.0
+            r_diag[j] = beta
+            # f[:, kk] = tau (A_current)ᵀ v, with A_current = A_stale - V Fᵀ on the trailing columns
+            aux = a[j:, j0:j].T @ v
+            f[j + 1 - j0:, kk] = tau * (a[j:, j + 1:].T @ v - f[j + 1 - j0:, :kk] @ aux)
+            # the new row of R: A[j, j+1:] -= V[j, :] Fᵀ
+            vrow = np.append(a[j, j0:j], 1.0)
+            a[j, j + 1:] -= f[j + 1 - j0:, :kk + 1] @ vrow
+            a[j, j] = beta
+            kb = kk + 1
+            # downdate the remaining norms by the new row of R (LAPACK's safeguarded formula)
+            if j + 1 < m:
+                c = slice(j + 1, m)
+                nz = vn1[c] != 0
+                t = np.zeros(m - j - 1)
+                t[nz] = np.abs(a[j, c][nz]) / vn1[c][nz]
+                t = np.maximum(0.0, (1 + t) * (1 - t))
+                t2 = t * (vn1[c] / np.where(vn2[c] == 0, 1, vn2[c])) ** 2
+                bad = (t2 <= tol3z) & nz
+                vn1[c] = vn1[c] * np.sqrt(t)
+                if bad.any():                       # cancellation: recompute those exactly after the block
+                    stale = np.nonzero(bad)[0] + j + 1
+                    break
+        jl = j0 + kb                                # the block's reflectors: columns j0..jl-1
+        if jl < m and jl < n:                       # apply the block to the trailing matrix: A -= V Fᵀ
+            a[jl:, jl:] -= a[jl:, j0:jl] @ f[jl - j0:, :kb].T
+        if stale is not None:
+            vn1[stale] = np.linalg.norm(a[jl:, stale], axis=0) if jl < n else 0.0
+            vn2[stale] = vn1[stale]
+        j0 = jl
     return perm, r_diag
 
 
@@ -103,34 +137,39 @@ class RightInverse:
     def __init__(self, op, b):
         xp = get_array_module(b)
         n, m = b.shape
-        eps = np.finfo(b.dtype).eps
+        # b is known to its dtype's precision: cond(b) beyond ~1/(10 eps) is rank deficiency. The
+        # factorisations run in float64 (internally; results are cast back to b's dtype), where the
+        # Gram matrix bᵀb resolves cond(b) up to 1/sqrt(eps64) ~ 7e7.
+        tol = max(10 * float(np.finfo(b.dtype).eps), float(np.sqrt(np.finfo(np.float64).eps)))
+        b64 = b.astype(np.float64, copy=False)
         self.m = m
         if m <= n:
             self.expanding = False
-            g = _swap(b) @ b                           # bᵀb, m x m, symmetric positive definite iff rank m
+            g = _swap(b64) @ b64                       # bᵀb, m x m, symmetric positive definite iff rank m
             try:
                 chol = xp.linalg.cholesky(g)
             except np.linalg.LinAlgError:
                 chol = None
             d = None if chol is None else xp.abs(xp.diagonal(chol))
-            if d is None or not bool(xp.isfinite(d).all()) or float(d.min()) <= np.sqrt(eps) * float(d.max()):
+            # diag(L) spreads like the singular values of b: min/max <= tol means cond(b) >= 1/tol
+            if d is None or not bool(xp.isfinite(d).all()) or float(d.min()) <= tol * float(d.max()):
                 raise NotInvertibleError(
                     f"{op}: inverse mode needs the right operand (shape {tuple(b.shape)}) to have full column rank "
-                    f"{m}, but bᵀb is numerically singular (rank-deficient); use reverse mode")
+                    f"{m}, but it is numerically rank-deficient (cond(b) >~ {1 / tol:.0e}); use reverse mode")
             l_inv = xp.linalg.inv(chol)                # L⁻¹, (bᵀb)⁻¹ = L⁻ᵀ L⁻¹
-            self.P = b @ (_swap(l_inv) @ l_inv)          # y_bar = a_bar @ P, P = b (bᵀb)⁻¹
+            self.P = (b64 @ (_swap(l_inv) @ l_inv)).astype(b.dtype, copy=False)   # y_bar = a_bar @ P
             self.nbytes = self.P.nbytes
         else:
             self.expanding = True
             perm, r_diag = pivoted_qr(b.get() if hasattr(b, "get") else b, k=n)
-            if n == 0 or not abs(r_diag[-1]) > np.sqrt(eps) * abs(r_diag[0]):
+            if n == 0 or not abs(r_diag[-1]) > tol * abs(r_diag[0]):
                 raise NotInvertibleError(
                     f"{op}: inverse mode through an expanding matrix (shape {tuple(b.shape)}) needs rank {n}, but "
-                    "it is numerically rank-deficient; use reverse mode")
+                    f"it is numerically rank-deficient (|R_nn| / |R_11| <= {tol:.0e}); use reverse mode")
             self.K = xp.asarray(np.sort(perm[:n]))
             self.S = xp.asarray(np.sort(perm[n:]))
-            self.M = _swap(xp.linalg.inv(b[:, self.K]))    # b[:, K]⁻ᵀ, n x n
-            self.bS_T = xp.ascontiguousarray(_swap(b[:, self.S]))   # b[:, S]ᵀ, (m - n) x n
+            self.M = _swap(xp.linalg.inv(b64[:, self.K])).astype(b.dtype)       # b[:, K]⁻ᵀ, n x n
+            self.bS_T = xp.ascontiguousarray(_swap(b[:, self.S]))               # b[:, S]ᵀ, (m - n) x n
             self.nbytes = self.M.nbytes + self.bS_T.nbytes
 
     def fragment(self, y_bar):
@@ -182,7 +221,8 @@ class Matmul(Primitive):
         try:
             np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
         except ValueError:
-            raise ShapeError(f"matmul: the batch dimensions of shapes {a.shape} and {b.shape} do not broadcast") from None
+            raise ShapeError(f"matmul: the batch dimensions of shapes {a.shape} and {b.shape} do not "
+                             "broadcast") from None
         ctx.save_for(0, b=b)
         ctx.save_for(1, a=a)
         ctx.a_shape, ctx.b_shape = a.shape, b.shape

@@ -196,8 +196,9 @@ class LogSumExp(Reduction):
         m = xp.where(xp.isfinite(m), m, 0).astype(x.dtype, copy=False)   # all -inf (or inf) groups
         e = xp.exp(x - m)
         s = e.sum(axis=axes, keepdims=True)
-        y = m + xp.log(s)
-        e /= s                              # p = softmax over the group
+        empty = s == 0                      # every element -inf: y = -inf, p = 0
+        y = m + xp.where(empty, -xp.inf, xp.log(xp.where(empty, 1, s))).astype(x.dtype, copy=False)
+        e /= xp.where(empty, 1, s)          # p = softmax over the group
         ctx.save(p=e)
         return y if keepdims else y.reshape(ctx.out_shape)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_array_module
-from ..errors import NotInvertibleError, ShapeError
+from ..errors import ShapeError
 from .base import Primitive
 
 
@@ -88,7 +88,8 @@ class Squeeze(Reshape):
     def target(cls, in_shape, axis=None):
         if axis is None:
             return tuple(n for n in in_shape if n != 1)
-        axes = {normalize_axis("squeeze", a, len(in_shape)) for a in (axis if isinstance(axis, (tuple, list)) else (axis,))}
+        axis = axis if isinstance(axis, (tuple, list)) else (axis,)
+        axes = {normalize_axis("squeeze", a, len(in_shape)) for a in axis}
         for a in sorted(axes):
             if in_shape[a] != 1:
                 raise ShapeError(f"squeeze: axis {a} of shape {tuple(in_shape)} has size {in_shape[a]}, not 1")
@@ -123,7 +124,8 @@ class Flatten(Reshape):
         s = normalize_axis("flatten", start_axis, len(in_shape))
         e = normalize_axis("flatten", end_axis, len(in_shape))
         if s > e:
-            raise ShapeError(f"flatten: start_axis {start_axis} comes after end_axis {end_axis} for shape {tuple(in_shape)}")
+            raise ShapeError(f"flatten: start_axis {start_axis} comes after end_axis {end_axis} for shape "
+                             f"{tuple(in_shape)}")
         return tuple(in_shape[:s]) + (int(np.prod(in_shape[s:e + 1])),) + tuple(in_shape[e + 1:])
 
 
@@ -179,7 +181,8 @@ class BroadcastTo(Primitive):
         ctx.in_shape, ctx.out_shape = x.shape, shape
         lead = len(shape) - x.ndim
         # the axes along which y holds copies: new leading axes, and size-1 axes that grew
-        ctx.copy_axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(x.shape) if n == 1 and shape[lead + i] != 1)
+        ctx.copy_axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(x.shape)
+                                                   if n == 1 and shape[lead + i] != 1)
         ctx.copies = int(np.prod([shape[a] for a in ctx.copy_axes]))
         return y
 
@@ -355,12 +358,8 @@ class Concatenate(Primitive):
     @classmethod
     def jvp(cls, ctx, *x_dots):
         xp = get_array_module(*[d for d in x_dots if d is not None])
-        return cls._join(xp, [d if d is not None else xp.zeros(s, ctx.dtype) for d, s in zip(x_dots, ctx.shapes)],
-                         ctx.axis)
-
-    @staticmethod
-    def _join(xp, parts, axis):
-        return xp.concatenate(parts, axis=axis)
+        return xp.concatenate([d if d is not None else xp.zeros(s, ctx.dtype) for d, s in zip(x_dots, ctx.shapes)],
+                              axis=ctx.axis)
 
     @classmethod
     def _slice_for(cls, ctx, y_bar, i):
@@ -391,13 +390,13 @@ class Concatenate(Primitive):
         before, total = cls._others(ctx)
         xp = get_array_module(x_bar)
         if total == 0:
-            return cls._join(xp, [cls._wrt_part(ctx, x_bar)], ctx.axis)
+            return cls._wrt_part(ctx, x_bar).reshape(ctx.out_shape)
         if fragment is None and x_bar.size == 0:
             return xp.zeros(ctx.out_shape, dtype=x_bar.dtype)     # nothing to erase in an empty tensor
         if fragment is None:
             raise cls.missing_fragment(f"the cotangent slices of the {len(ctx.shapes) - 1} other input(s)")
-        return cls._join(xp, [cls._piece(ctx, fragment, 0, before), cls._wrt_part(ctx, x_bar),
-                              cls._piece(ctx, fragment, before, None)], ctx.axis)
+        return xp.concatenate([cls._piece(ctx, fragment, 0, before), cls._wrt_part(ctx, x_bar),
+                               cls._piece(ctx, fragment, before, None)], axis=ctx.axis)
 
     @staticmethod
     def _wrt_part(ctx, x_bar):

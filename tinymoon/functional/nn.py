@@ -1,0 +1,119 @@
+"""Tensor-level neural-network functions: convolution, pooling, softmax, losses, normalisation, dropout.
+
+Each converts its operands and applies one primitive (tinymoon.ops.conv / pool / softmax / norm / dropout),
+where the rules — and the condition under which each vijp exists — are written down.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..autodiff.apply import apply
+from ..ops import conv as C
+from ..ops import dropout as D
+from ..ops import norm as N
+from ..ops import pool as P
+from ..ops import softmax as S
+from ..tensor import Tensor, as_tensor, generator as _generator
+
+__all__ = ["conv2d", "max_pool2d", "avg_pool2d", "softmax", "log_softmax", "cross_entropy", "mse", "mse_loss",
+           "layer_norm", "batch_norm", "dropout"]
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
+           vijp_tol=None, vijp_maxiter=None):
+    """2-D cross-correlation in NCHW, like torch.nn.functional.conv2d.
+
+    x (N, C_in, H, W), weight (C_out, C_in/groups, kh, kw), bias (C_out,) or None. stride and dilation: int
+    or pair. padding: int, pair (ph, pw), ((top, bottom), (left, right)), "valid" or "same" (stride 1 only;
+    an odd total puts the extra row/column at the bottom/right, as PyTorch and TensorFlow). padding_mode:
+    "zeros" or "circular". vijp_tol / vijp_maxiter: the conjugate-gradient tolerance (relative residual of
+    the normal equations; default 1e-10 in float64, 1e-5 in float32) and step cap (default 500) of the
+    inverse-mode solve for zero-padded 'same' convolutions (see tinymoon/ops/conv.py).
+    """
+    ts = [as_tensor(x), as_tensor(weight)] + ([] if bias is None else [as_tensor(bias)])
+    return apply(C.Conv2d, *ts, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                 padding_mode=padding_mode, vijp_tol=vijp_tol, vijp_maxiter=vijp_maxiter)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0):
+    """Max over kh x kw windows (stride defaults to kernel_size; padding counts as -inf, at most k/2).
+    At ties the first maximum in row-major window order gets the gradient."""
+    return apply(P.MaxPool2d, as_tensor(x), kernel_size=kernel_size, stride=stride, padding=padding)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0):
+    """Mean over kh x kw windows; zero padding is counted in the divisor (count_include_pad=True)."""
+    return apply(P.AvgPool2d, as_tensor(x), kernel_size=kernel_size, stride=stride, padding=padding)
+
+
+def softmax(x, axis=-1):
+    """e^x / sum(e^x) along axis (stable)."""
+    return apply(S.Softmax, as_tensor(x), axis=axis)
+
+
+def log_softmax(x, axis=-1):
+    """x - logsumexp(x) along axis (stable)."""
+    return apply(S.LogSoftmax, as_tensor(x), axis=axis)
+
+
+def _labels(labels):
+    if isinstance(labels, Tensor):
+        return labels
+    arr = labels if hasattr(labels, "dtype") else np.asarray(labels)
+    return Tensor._wrap(arr)
+
+
+def cross_entropy(logits, labels, reduction="mean"):
+    """Softmax cross-entropy with integer class labels: logits (N, C) or (N, C, d1, ...), labels (N,) or
+    (N, d1, ...) in [0, C). reduction: "mean" (over all labels), "sum" or "none". Labels get no gradient."""
+    return apply(S.CrossEntropy, as_tensor(logits), _labels(labels), reduction=reduction)
+
+
+def mse(pred, target, reduction="mean"):
+    """Mean (or sum) of squared differences; pred and target of the same shape."""
+    return apply(S.MSE, as_tensor(pred), as_tensor(target), reduction=reduction)
+
+
+mse_loss = mse
+
+
+def _affine(weight, bias):
+    ts = [as_tensor(a) for a in (weight, bias) if a is not None]
+    return ts, dict(has_weight=weight is not None, has_bias=bias is not None)
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Normalise over the trailing `normalized_shape` dims (biased variance), then y * weight + bias."""
+    if isinstance(normalized_shape, (int, np.integer)):
+        normalized_shape = (int(normalized_shape),)
+    ts, flags = _affine(weight, bias)
+    return apply(N.LayerNorm, as_tensor(x), *ts, normalized_shape=tuple(normalized_shape), eps=eps, **flags)
+
+
+def _raw(a):
+    return a.data if isinstance(a, Tensor) else a
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=True, momentum=0.1, eps=1e-5):
+    """Batch normalisation over (N, C, ...) with per-channel statistics over every axis but 1.
+
+    training=True: batch statistics (biased variance); running_mean / running_var (raw arrays or tensors,
+    or None) are updated IN PLACE with momentum, running_var with the unbiased variance (as PyTorch).
+    training=False: the running statistics normalise (a per-channel affine map)."""
+    ts, flags = _affine(weight, bias)
+    rm, rv = _raw(running_mean), _raw(running_var)
+    if training or rm is None or rv is None:
+        return apply(N.BatchNorm, as_tensor(x), *ts, running_mean=rm if training else None,
+                     running_var=rv if training else None, momentum=momentum, eps=eps, **flags)
+    return apply(N.BatchNormEval, as_tensor(x), *ts, running_mean=rm, running_var=rv, eps=eps, **flags)
+
+
+def dropout(x, p, generator, training=True):
+    """Inverted dropout: zero each element with probability p and scale the rest by 1/(1-p). `generator`:
+    a numpy Generator or an int seed (never global state). training=False returns x unchanged."""
+    x = as_tensor(x)
+    if not training or p == 0:
+        return x
+    if generator is None:
+        raise TypeError("dropout: pass an explicit numpy Generator (tm.generator(seed)) or an int seed")
+    return apply(D.Dropout, x, p=float(p), generator=_generator(generator))
