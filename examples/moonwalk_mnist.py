@@ -25,7 +25,7 @@ from tinymoon import moonwalk, nn
 
 DESCRIPTION = "Train a deep leaky-ReLU MLP on MNIST with Moonwalk and with backprop; compare accuracy and memory."
 EPILOG = """model: Flatten -> Linear(784, W) -> depth x [LeakyReLU(slope) -> Linear(W, W)] -> LeakyReLU -> Linear(W, 10),
-orthogonal weights, SGD with momentum 0.9. Both methods start from the same seed and see the same batches;
+orthogonal weights (gain sqrt(2 / (1 + slope²))), SGD with momentum 0.9. Both methods start from the same seed and see the same batches;
 'saved' is the peak of tinymoon.memory's counter in one step (residuals + fragments + anchors), 'host' the peak
 traced host memory of the step (it also holds the weight gradients)."""
 
@@ -37,9 +37,10 @@ def build_model(depth, width, slope, seed=0, dtype="float32"):
         layers += [nn.LeakyReLU(slope), nn.Linear(width, width, generator=g, dtype=dtype)]
     layers += [nn.LeakyReLU(slope), nn.Linear(width, 10, generator=g, dtype=dtype)]
     model = nn.Sequential(*layers)
+    gain = nn.init.calculate_gain("leaky_relu", slope)     # sqrt(2 / (1 + slope²)): keeps the signal's scale
     for m in model:
         if isinstance(m, nn.Linear):
-            nn.init.orthogonal_(m.weight, generator=g)
+            nn.init.orthogonal_(m.weight, gain=gain, generator=g)
     return model
 
 
@@ -74,11 +75,16 @@ def train(method, args, train_set, test_set):
     opt = tm.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
     loader = tm.data.DataLoader(*train_set, args.batch, shuffle=True, generator=args.seed,
                                 normalize=(tm.data.MNIST_MEAN, tm.data.MNIST_STD))
+    kept = {}
     if method == "moonwalk":
-        def grad_step(x, y):
-            return moonwalk.backward(model, loss_fn, x, y, anchors=args.anchors)
+        def grad_step(x, y):                           # = moonwalk.backward(model, loss_fn, x, y, anchors=...)
+            record = moonwalk.input_cotangent(model, loss_fn, x, y, anchors=args.anchors)
+            if not kept:
+                kept.update(anchors=len(record.anchors), recorded=record.nbytes)
+            moonwalk.sweep(model, loss_fn, x, y, record)
+            return record.loss
     else:
-        def grad_step(x, y):
+        def grad_step(x, y):                           # = loss_fn(model(x), y).backward()
             return moonwalk.backprop(model, loss_fn, x, y)
     mem = None
     t0 = time.perf_counter()
@@ -98,6 +104,9 @@ def train(method, args, train_set, test_set):
     secs = time.perf_counter() - t0
     print(f"  {method:8s} test accuracy {acc:.2f}%   memory per step: saved {mem.peak_saved_bytes / 2**20:.2f} MiB, "
           f"host {mem.peak_host_bytes / 2**20:.2f} MiB   time {secs:.0f} s", flush=True)
+    if kept:
+        print(f"  {method:8s} first step recorded {kept['anchors']} anchors + fragments = {kept['recorded'] / 2**10:.0f} KiB "
+              f"(one activation: {args.batch * args.width * 4 / 2**10:.0f} KiB)")
     return {"accuracy": acc, "saved_MiB": mem.peak_saved_bytes / 2**20, "host_MiB": mem.peak_host_bytes / 2**20,
             "seconds": secs}
 
@@ -119,7 +128,7 @@ def main(argv=None):
     p.add_argument("--width", type=int, default=64, help="hidden width (default 64)")
     p.add_argument("--slope", type=float, default=0.2, help="leaky ReLU negative slope (default 0.2)")
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--lr", type=float, default=0.005)
     p.add_argument("--anchors", type=parse_anchors, default="auto",
                    help="Moonwalk cotangent anchors: 'auto' (condition estimate, default), K (every K layers) or none")
     p.add_argument("--seed", type=int, default=0)

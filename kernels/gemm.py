@@ -1,4 +1,4 @@
-"""Batched matrix product (the `matmul` kernel) with numpy.matmul broadcasting: (..., M, K) @ (..., K, N) -> (..., M, N).
+"""Batched matrix product (the `matmul` kernel), numpy.matmul broadcasting: (..., M, K) @ (..., K, N).
 
 CPU choice: numpy.matmul, i.e. the BLAS GEMM NumPy links (OpenBLAS).  A hand-written kernel cannot beat it:
 BLAS packs panels of A and B into cache-sized, SIMD-aligned buffers and runs an assembly micro-kernel that

@@ -331,11 +331,12 @@ def test_zstd_raw_and_rle_blocks():
     # frame: magic, descriptor (single segment, 1-byte content size), raw block "abc", last RLE block "z" x 4
     frame = (b"\x28\xb5\x2f\xfd" + bytes([0x20, 7]) + (3 << 3 | 0 << 1).to_bytes(3, "little") + b"abc"
              + (4 << 3 | 1 << 1 | 1).to_bytes(3, "little") + b"z")
-    assert D._zstd_decompress(frame) == b"abczzzz"
-    with pytest.raises(D._CorruptStream):
-        D._zstd_decompress(frame[:-2])
-    with pytest.raises(D._CorruptStream):
-        D._zstd_decompress(b"\x00" * 12)
+    from tinymoon import zstd as Z
+    assert Z._zstd_decompress(frame) == b"abczzzz"
+    with pytest.raises(Z._CorruptStream):
+        Z._zstd_decompress(frame[:-2])
+    with pytest.raises(Z._CorruptStream):
+        Z._zstd_decompress(b"\x00" * 12)
 
 
 # ---- real MNIST -------------------------------------------------------------------------------------------

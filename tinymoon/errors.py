@@ -41,3 +41,16 @@ class NonFiniteError(TinymoonError, FloatingPointError):
 
 class GradCheckError(TinymoonError, AssertionError):
     """A gradient identity failed in tinymoon.testing.check_grads."""
+
+
+class LabelError(TinymoonError, ValueError):
+    """Class labels that are not valid indices for the logits (out of range, wrong dtype or shape)."""
+
+
+class DataUnavailableError(TinymoonError, ImportError):
+    """A data set cannot be provided: its package is missing, of the wrong version, or its file is damaged.
+    An ImportError too, so `except ImportError` (the usual guard for optional extras) catches it."""
+
+
+class FewBitError(TinymoonError, ValueError):
+    """Bad input to the few-bit tables: an unknown activation, a bad parameter, an invalid table."""

@@ -95,6 +95,13 @@ class Optimizer:
     def _update(self, p, g, state, group):
         raise NotImplementedError
 
+    def _scratch(self, p):
+        """A work array shaped like p, reused across steps (not part of the state)."""
+        buf = self.__dict__.setdefault("_work", {}).get(id(p))
+        if buf is None or buf.shape != p.shape or buf.dtype != p.dtype or type(buf) is not type(p.data):
+            buf = self._work[id(p)] = p.xp.empty_like(p.data)
+        return buf
+
     # ---- state_dict ----------------------------------------------------------------------------------
     def state_dict(self):
         """{'state': {index: {name: array or number}}, 'param_groups': [{options..., 'params': [indices]}]}:
@@ -220,8 +227,13 @@ class SGD(Optimizer):
             else:
                 buf *= mom
                 buf += (1 - group["dampening"]) * g
-            g = g + mom * buf if group["nesterov"] else buf
-        p.data -= lr * g
+            if group["nesterov"]:
+                g = g + mom * buf
+            else:
+                g = buf
+        tmp = self._scratch(p)
+        p.xp.multiply(g, lr, out=tmp)
+        p.data -= tmp
 
 
 class Adam(Optimizer):
@@ -247,13 +259,13 @@ class Adam(Optimizer):
 
     def _update(self, p, g, state, group):
         lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        xp = p.xp
         if wd:
             if self.decoupled:
                 p.data *= 1 - lr * wd               # AdamW: p = p - lr wd p, apart from the gradient
             else:
                 g = g + wd * p.data
         if "step" not in state:
-            xp = p.xp
             state["step"] = 0
             state["exp_avg"] = xp.zeros_like(p.data)
             state["exp_avg_sq"] = xp.zeros_like(p.data)
@@ -262,22 +274,25 @@ class Adam(Optimizer):
         state["step"] += 1
         t = state["step"]
         m, v = state["exp_avg"], state["exp_avg_sq"]
+        tmp = self._scratch(p)                  # one reused buffer: no allocation per step
+        xp.multiply(g, 1 - b1, out=tmp)         # m = b1 m + (1 - b1) g
         m *= b1
-        m += (1 - b1) * g
+        m += tmp
+        xp.multiply(g, g, out=tmp)              # v = b2 v + (1 - b2) g^2
+        tmp *= 1 - b2
         v *= b2
-        v += (1 - b2) * (g * g)
+        v += tmp
         if group["amsgrad"]:
             vmax = state["max_exp_avg_sq"]
-            p.xp.maximum(vmax, v, out=vmax)
+            xp.maximum(vmax, v, out=vmax)
             v = vmax
         bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
-        denom = p.xp.sqrt(v)
-        denom /= math.sqrt(bc2)
-        denom += eps
-        # p -= (lr / bc1) * m / denom
-        upd = m / denom
-        upd *= lr / bc1
-        p.data -= upd
+        xp.sqrt(v, out=tmp)                     # denom = sqrt(v) / sqrt(1 - b2^t) + eps
+        tmp /= math.sqrt(bc2)
+        tmp += eps
+        xp.divide(m, tmp, out=tmp)              # p -= lr / (1 - b1^t) * m / denom
+        tmp *= lr / bc1
+        p.data -= tmp
 
 
 class AdamW(Adam):

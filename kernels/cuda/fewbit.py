@@ -5,7 +5,7 @@ import numpy as np
 from numba import cuda
 
 from ..bitpack import nbytes_for
-from ..pointwise import parse_activation
+from ..pointwise import _constants, parse_activation
 from .bitpack import load_group
 from .common import THREADS, arg, blocks, xp_of
 from .pointwise import act_dev
@@ -26,14 +26,14 @@ def bin_dev(borders, v):
 
 
 @cuda.jit
-def _forward_kernel(code, x, p, borders, bits, y, packed):
+def _forward_kernel(code, x, k, borders, bits, y, packed):
     g = cuda.grid(1)
     n = x.size
     if g < (n + 7) // 8:
         word = np.uint64(0)
         for t in range(min(8, n - 8 * g)):
             v = x[8 * g + t]
-            y[8 * g + t] = act_dev(code, v, p)[0]
+            y[8 * g + t] = act_dev(code, v, k)[0]
             word |= np.uint64(bin_dev(borders, v)) << np.uint64(t * bits)
         for q in range(bits):
             if g * bits + q < packed.size:
@@ -58,7 +58,8 @@ def fewbit_forward_cuda(name, x, borders, bits, **params):
     y = xp.empty_like(xf)
     packed = xp.empty(nbytes_for(xf.size, bits), xp.uint8)
     b = xp.asarray(np.asarray(borders, np.float64))
-    _forward_kernel[blocks((xf.size + 7) // 8), THREADS](code, arg(xf), x.dtype.type(p), b, bits, y, packed)
+    k = xp.asarray(_constants(x.dtype, p))
+    _forward_kernel[blocks((xf.size + 7) // 8), THREADS](code, arg(xf), k, b, bits, y, packed)
     return y.reshape(x.shape), packed
 
 

@@ -5,53 +5,52 @@ import math
 from numba import cuda
 
 from ..bitpack import nbytes_for
-from ..pointwise import parse_activation
+from ..pointwise import _constants, parse_activation
 from .common import THREADS, arg, blocks, xp_of
 
 
 @cuda.jit(device=True)
-def sigmoid_dev(z):
-    if z >= 0:
-        return 1 / (1 + math.exp(-z))
-    e = math.exp(z)
-    return e / (1 + e)
+def sigmoid_dev(z, k):
+    e = math.exp(-abs(z))  # never overflows
+    return k[1] / (k[1] + e) if z >= k[0] else e / (k[1] + e)
 
 
 @cuda.jit(device=True)
-def act_dev(code, x, p):
-    """(f(x), f'(x)) for activation `code` (numbering of pointwise.ACTIVATIONS)."""
-    zero = x - x
-    one = zero + 1
+def act_dev(code, x, k):
+    """(f(x), f'(x)) for activation `code` (numbering of pointwise.ACTIVATIONS).  Constants come in `k`
+    (pointwise._constants: [0, 1, 1/2, 2, p, 1/√2, 1/√(2π)] in x's dtype) so float32 stays float32 —
+    a float64 literal would promote the math to double precision, up to 64x slower on many GPUs."""
+    zero, one = k[0], k[1]
     if code == 0:  # relu
-        return (x, one) if x > 0 else (zero, zero)
+        return (x, one) if x > zero else (zero, zero)
     if code == 1:  # leaky_relu
-        return (x, one) if x > 0 else (p * x, p)
+        return (x, one) if x > zero else (k[4] * x, k[4])
     if code == 2:  # elu
-        if x > 0:
+        if x > zero:
             return x, one
         e = math.exp(x)
-        return p * (e - 1), p * e
+        return k[4] * (e - one), k[4] * e
     if code == 3:  # gelu: x Φ(x), Φ + x φ
-        cdf = (1 + math.erf(x * 0.7071067811865476)) / 2
-        return x * cdf, cdf + x * math.exp(-x * x / 2) * 0.3989422804014327
+        cdf = k[2] * (one + math.erf(x * k[5]))
+        return x * cdf, cdf + x * math.exp(-k[2] * x * x) * k[6]
     if code == 4:  # silu
-        s = sigmoid_dev(x)
-        return x * s, s * (1 + x * (1 - s))
+        s = sigmoid_dev(x, k)
+        return x * s, s * (one + x * (one - s))
     if code == 5:  # tanh
         y = math.tanh(x)
-        return y, 1 - y * y
+        return y, one - y * y
     if code == 6:  # sigmoid
-        s = sigmoid_dev(x)
-        return s, s * (1 - s)
-    z = p * x  # softplus
-    return (max(z, zero) + math.log1p(math.exp(-abs(z)))) / p, sigmoid_dev(z)
+        s = sigmoid_dev(x, k)
+        return s, s * (one - s)
+    z = k[4] * x  # softplus
+    return (max(z, zero) + math.log1p(math.exp(-abs(z)))) / k[4], sigmoid_dev(z, k)
 
 
 @cuda.jit
-def _act_kernel(code, x, p, y, d):
+def _act_kernel(code, x, k, y, d):
     i = cuda.grid(1)
     if i < x.size:
-        y[i], d[i] = act_dev(code, x[i], p)
+        y[i], d[i] = act_dev(code, x[i], k)
 
 
 @cuda.jit
@@ -82,7 +81,7 @@ def act_cuda(name, x, **params):
     xp = xp_of(x)
     xf = xp.ascontiguousarray(x).reshape(-1)
     y, d = xp.empty_like(xf), xp.empty_like(xf)
-    _act_kernel[blocks(xf.size), THREADS](code, arg(xf), x.dtype.type(p), y, d)
+    _act_kernel[blocks(xf.size), THREADS](code, arg(xf), xp.asarray(_constants(x.dtype, p)), y, d)
     return y.reshape(x.shape), d.reshape(x.shape)
 
 

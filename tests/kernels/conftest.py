@@ -1,11 +1,6 @@
-import numpy as np
 import pytest
-from hypothesis import settings
 
 import tinymoon.kernels as K
-
-settings.register_profile("kernels", deadline=None, max_examples=30, derandomize=True, database=None)
-settings.load_profile("kernels")
 
 
 @pytest.fixture(autouse=True)

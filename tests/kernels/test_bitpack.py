@@ -1,9 +1,12 @@
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 import tinymoon.kernels as K
 from tinymoon.kernels import bitpack as B
+
+# kernels tests: deterministic examples, no example database, no deadline (first calls compile)
+KSET = settings(deadline=None, max_examples=30, derandomize=True, database=None)
 
 
 def spec_pack(idx, bits):
@@ -15,6 +18,7 @@ def spec_pack(idx, bits):
     return out
 
 
+@KSET
 @given(n=st.integers(0, 70), bits=st.integers(1, 8), seed=st.integers(0, 2**16))
 def test_pack_bins_all_impls_match_spec(n, bits, seed):
     idx = np.random.default_rng(seed).integers(0, 2**bits, n).astype(np.uint8)
@@ -29,6 +33,7 @@ def test_pack_bins_all_impls_match_spec(n, bits, seed):
         np.testing.assert_array_equal(got, idx)
 
 
+@KSET
 @given(shape=st.lists(st.integers(0, 13), min_size=1, max_size=3), seed=st.integers(0, 2**16))
 def test_pack_bits_matches_numpy_packbits(shape, seed):
     mask = np.random.default_rng(seed).random(shape) < 0.5

@@ -1,9 +1,12 @@
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 import tinymoon.kernels as K
 from tinymoon.kernels import conv as C
+
+# kernels tests: deterministic examples, no example database, no deadline (first calls compile)
+KSET = settings(deadline=None, max_examples=30, derandomize=True, database=None)
 
 
 def naive_conv(x, w, stride, padding, dilation, groups):
@@ -51,6 +54,7 @@ def tol(dtype):
     return dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
 
 
+@KSET
 @given(case=conv_cases(max_hw=7))
 def test_reference_matches_naive_and_adjoint(case):
     x, w, args, rng = case
@@ -69,6 +73,7 @@ def test_reference_matches_naive_and_adjoint(case):
     np.testing.assert_allclose(lhs, rhs, rtol=1e-10, atol=1e-10)
 
 
+@KSET
 @given(case=conv_cases())
 def test_numba_matches_reference(case):
     x, w, args, rng = case
@@ -84,6 +89,7 @@ def test_numba_matches_reference(case):
 
 @pytest.mark.torch
 @pytest.mark.parametrize("impl", ["reference", "numba"])
+@KSET
 @given(case=conv_cases())
 def test_matches_torch_autograd(impl, case):
     torch = pytest.importorskip("torch")

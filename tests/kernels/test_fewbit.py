@@ -1,11 +1,15 @@
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 import tinymoon.kernels as K
 from tinymoon.kernels import fewbit as F
 
+# kernels tests: deterministic examples, no example database, no deadline (first calls compile)
+KSET = settings(deadline=None, max_examples=30, derandomize=True, database=None)
 
+
+@KSET
 @given(n=st.integers(0, 60), bits=st.integers(1, 8), dtype=st.sampled_from([np.float32, np.float64]),
        name=st.sampled_from(sorted(K.ACTIVATIONS)), seed=st.integers(0, 2**16))
 def test_numba_matches_reference_and_spec(n, bits, dtype, name, seed):

@@ -1,10 +1,12 @@
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 import tinymoon.kernels as K
 from tinymoon.kernels import gemm as M
 
+# kernels tests: deterministic examples, no example database, no deadline (first calls compile)
+KSET = settings(deadline=None, max_examples=30, derandomize=True, database=None)
 
 
 def tol(dtype):
@@ -13,6 +15,7 @@ def tol(dtype):
 dims = st.integers(1, 9)
 
 
+@KSET
 @given(batch_a=st.lists(st.sampled_from([1, 2, 3]), max_size=2), batch_b=st.lists(st.sampled_from([1, 2, 3]),
        max_size=2), m=dims, k=st.integers(1, 150), n=dims, dtype=st.sampled_from([np.float32, np.float64]),
        seed=st.integers(0, 2**16))

@@ -2,10 +2,13 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 import tinymoon.kernels as K
 from tinymoon.kernels import pointwise as P
+
+# kernels tests: deterministic examples, no example database, no deadline (first calls compile)
+KSET = settings(deadline=None, max_examples=30, derandomize=True, database=None)
 
 PARAMS = {"leaky_relu": {"slope": 0.1}, "elu": {"alpha": 0.7}, "softplus": {"beta": 2.0}}
 shapes = st.lists(st.integers(0, 17), min_size=1, max_size=3)
@@ -16,6 +19,7 @@ def tol(dtype):
 
 
 @pytest.mark.parametrize("name", sorted(K.ACTIVATIONS))
+@KSET
 @given(shape=shapes, dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
 def test_numba_matches_reference(name, shape, dtype, seed):
     x = (np.random.default_rng(seed).standard_normal(shape) * 4).astype(dtype)
@@ -77,6 +81,7 @@ def test_bad_name_params_dtype():
         K.act_forward("relu", np.ones(3, np.int64))
 
 
+@KSET
 @given(shape=shapes, dtype=st.sampled_from([np.float32, np.float64]), slope=st.sampled_from([0.0, 0.01, 0.3]),
        seed=st.integers(0, 2**16))
 def test_relu_mask_and_masked_grad(shape, dtype, slope, seed):

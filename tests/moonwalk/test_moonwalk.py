@@ -278,3 +278,21 @@ def test_bad_arguments():
         mw.backward(model, LOSS, x, y, anchors=0)
     with pytest.raises(ValueError):
         mw.backward(model, LOSS, x, y, mode="forward", anchors=2)
+
+
+def test_layernorm_and_tanh_chain():
+    """LayerNorm erases 2 scalars per sample (fragment); tanh and GELU divide by σ'."""
+    g = tm.generator(9)
+    model = nn.Sequential(nn.Linear(8, 8, generator=g, dtype=D), nn.LayerNorm(8, dtype=D), nn.Tanh(),
+                          nn.Linear(8, 8, generator=g, dtype=D), nn.GELU(), nn.LayerNorm(8, dtype=D),
+                          nn.Linear(8, 4, generator=g, dtype=D))
+    x, y = data((5, 8), classes=4)
+    assert_matches_backprop(model, x, y, rtol=1e-8)
+    record = mw.input_cotangent(model, LOSS, x, y)
+    assert ("frag", 1) in record.stash
+
+
+def test_pure_forward_revnet():
+    model = revnet(3, w=3)
+    x, y = data((3, 6))
+    assert_matches_backprop(model, x, y, mode="forward")

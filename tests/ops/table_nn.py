@@ -234,7 +234,8 @@ ROWS = [
     OpSpec("conv2d_1x1", lambda x, w: tm.conv2d(x, w), lambda x, w: conv2d_ref(x, w), conv_inputs(k=1), **CONV_TOL),
     OpSpec("conv2d_1x1_expanding", lambda x, w, b: tm.conv2d(x, w, b), lambda x, w, b: conv2d_ref(x, w, b),
            conv_inputs(k=1, c_out=_expand, bias=True, conditioned=False), **CONV_TOL),
-    OpSpec("conv2d_patchify", lambda x, w, b: tm.conv2d(x, w, b, stride=2), lambda x, w, b: conv2d_ref(x, w, b, stride=2),
+    OpSpec("conv2d_patchify", lambda x, w, b: tm.conv2d(x, w, b, stride=2),
+           lambda x, w, b: conv2d_ref(x, w, b, stride=2),
            conv_inputs(k=2, c_out=lambda draw, c_in: draw(st.integers(1, 4 * c_in)), bias=True, conditioned=False),
            **CONV_TOL),
     # conv2d vijp case 2: stride 1, circular 'same' (FFT)

@@ -86,44 +86,59 @@ def _data(batch, seed=0, dtype=np.float32):
     return r.standard_normal((batch, 784)).astype(dtype), r.integers(0, 10, batch)
 
 
-def memory_vs_depth(width, depths, batch):
+def _measure(net, meth, depth, width, batch):
+    """(peak saved MiB, peak host MiB, parameter MiB) of one gradient step."""
     import tinymoon as tm
     from tinymoon import nn
     loss_fn = nn.CrossEntropyLoss()
-    models, methods = _models(width), _methods()
+    model = _models(width)[net](depth)
     x, y = _data(batch)
+    fn = _methods()[meth]
+    model.zero_grad()
+    fn(model, loss_fn, x, y)                                 # warm-up (first-call allocations)
+    model.zero_grad()
+    with tm.memory.measure() as m:
+        fn(model, loss_fn, x, y)
+    return (m.peak_saved_bytes / 2**20, m.peak_host_bytes / 2**20,
+            sum(p.data.nbytes for p in model.parameters()) / 2**20)
+
+
+def memory_vs_depth(width, depths, batch):
     rows = []
     for depth in depths:
         for net, meth in PAIRS:
-            model = models[net](depth)
-            model.zero_grad()
-            methods[meth](model, loss_fn, x, y)              # warm-up (first-call allocations)
-            model.zero_grad()
-            with tm.memory.measure() as m:
-                methods[meth](model, loss_fn, x, y)
-            rows.append({"network": net, "method": meth, "depth": depth, "saved_MiB": m.peak_saved_bytes / 2**20,
-                         "host_MiB": m.peak_host_bytes / 2**20,
-                         "params_MiB": sum(p.data.nbytes for p in model.parameters()) / 2**20})
-            print(f"  depth {depth:4d} {net:10s} {meth:17s} saved {rows[-1]['saved_MiB']:9.3f} MiB   host "
-                  f"{rows[-1]['host_MiB']:9.3f} MiB", flush=True)
+            saved, host, params = _measure(net, meth, depth, width, batch)
+            rows.append({"network": net, "method": meth, "depth": depth, "saved_MiB": saved, "host_MiB": host,
+                         "params_MiB": params})
+            print(f"  depth {depth:4d} {net:10s} {meth:17s} saved {saved:9.3f} MiB   host {host:9.3f} MiB", flush=True)
     return rows
 
 
-def deepest_fit(rows, budget_mib, key="saved_MiB"):
-    """Per (network, method): the depth at which `key` reaches the budget, from the slope between the two
-    deepest measured points (memory grows linearly in depth)."""
+def deepest_fit(rows, budget_mib, key="saved_MiB", extend=None, max_depth=1024):
+    """Per (network, method): the depth at which `key` reaches the budget, from the per-layer growth
+    between the two deepest points (memory is linear in depth once the per-layer part dominates).
+
+    A method whose memory is still flat at the deepest measured depth (a one-layer working set dominates:
+    Moonwalk's masks are 1 bit per activation) is measured at doubled depths via `extend(net, meth, depth)`
+    until one doubling grows it by half or max_depth is reached; then "deepest" is a lower bound if still flat.
+    """
     out = []
     for net, meth in PAIRS:
-        pts = sorted((r["depth"], r[key]) for r in rows if r["network"] == net and r["method"] == meth)
+        pts = dict((r["depth"], r[key]) for r in rows if r["network"] == net and r["method"] == meth)
         if len(pts) < 2:
             continue
-        (d0, m0), (d1, m1) = pts[-2], pts[-1]
-        slope = (m1 - m0) / (d1 - d0)
-        if slope <= 0:
-            depth = math.inf
-        else:
-            depth = int(d1 + (budget_mib - m1) / slope)
-        out.append({"network": net, "method": meth, "MiB_per_layer": slope, "deepest": depth})
+        d1 = max(pts)
+        d0 = max(d for d in pts if d < d1)
+        while extend is not None and pts[d1] < 1.5 * pts[d0] and 2 * d1 <= max_depth:
+            d0, d1 = d1, 2 * d1
+            if d1 not in pts:
+                pts[d1] = extend(net, meth, d1)
+                print(f"  depth {d1:4d} {net:10s} {meth:17s} {key} {pts[d1]:9.3f} MiB (for the fit)", flush=True)
+        slope = (pts[d1] - pts[d0]) / (d1 - d0)
+        flat = slope <= 1e-3 * pts[d1] / d1                    # no visible growth: at least the depth measured
+        depth = math.inf if flat else int(d1 + (budget_mib - pts[d1]) / slope)
+        out.append({"network": net, "method": meth, "fit_depths": f"{d0}-{d1}", "MiB_per_layer": slope,
+                    "deepest": depth})
     for r in out:
         base = next(b for b in out if b["network"] == r["network"] and b["method"] == "backprop")
         r["x_backprop"] = (r["deepest"] / base["deepest"]) if base["deepest"] not in (0, math.inf) else None
@@ -260,14 +275,15 @@ def run(argv=None):
 
     print(f"(1) memory versus depth: width {width}, batch {a.batch}")
     mem = memory_vs_depth(width, depths, a.batch)
-    fit = deepest_fit(mem, a.budget)
+    fit = deepest_fit(mem, a.budget, extend=lambda n, m, d: _measure(n, m, d, width, a.batch)[0],
+                      max_depth=256 if a.quick else 1024)
     fit_host = deepest_fit(mem, a.budget, key="host_MiB")
     print(table(mem, ["network", "method", "depth", "saved_MiB", "host_MiB", "params_MiB"]))
     print()
-    print(table(fit, ["network", "method", "MiB_per_layer", "deepest", "x_backprop"],
+    print(table(fit, ["network", "method", "fit_depths", "MiB_per_layer", "deepest", "x_backprop"],
                 title=f"(2) deepest network within {a.budget:g} MiB of saved bytes"))
     print()
-    print(table(fit_host, ["network", "method", "MiB_per_layer", "deepest", "x_backprop"],
+    print(table(fit_host, ["network", "method", "fit_depths", "MiB_per_layer", "deepest", "x_backprop"],
                 title=f"    ... and within {a.budget:g} MiB of peak host memory (includes parameter gradients)"))
     print(f"\n(3) time per step, depth {time_depth}, width {width}, batch {a.batch}")
     times = time_per_step(width, time_depth, a.batch, repeat)
@@ -282,9 +298,9 @@ def run(argv=None):
                "memory": mem, "deepest_fit_saved": fit, "deepest_fit_host": fit_host, "time": times,
                "float32_error": errs, "plot": png,
                "markdown": {"memory": markdown(mem, ["network", "method", "depth", "saved_MiB", "host_MiB"]),
-                            "deepest_fit_saved": markdown(fit, ["network", "method", "MiB_per_layer", "deepest",
+                            "deepest_fit_saved": markdown(fit, ["network", "method", "fit_depths", "MiB_per_layer", "deepest",
                                                                 "x_backprop"]),
-                            "deepest_fit_host": markdown(fit_host, ["network", "method", "MiB_per_layer", "deepest",
+                            "deepest_fit_host": markdown(fit_host, ["network", "method", "fit_depths", "MiB_per_layer", "deepest",
                                                                     "x_backprop"]),
                             "time": markdown(times, ["network", "method", "depth", "ms_per_step", "x_backprop"]),
                             "float32_error": markdown(errs, ["slope", "depth", "anchors", "n_anchors", "anchor_KiB",

@@ -1,10 +1,4 @@
-"""The one exception class of tinymoon.fewbit.
+"""The exception of tinymoon.fewbit (defined in tinymoon.errors, the one hierarchy; re-exported here)."""
+from ..errors import FewBitError
 
-It is a `tinymoon.errors.TinymoonError` and a `ValueError`, so `except ValueError` keeps working for
-callers that do not know tinymoon. (It can move into `tinymoon/errors.py` when the lead wishes.)
-"""
-from ..errors import TinymoonError
-
-
-class FewBitError(TinymoonError, ValueError):
-    """Bad input to the few-bit tables: an unknown activation, a bad parameter, an invalid table."""
+__all__ = ["FewBitError"]

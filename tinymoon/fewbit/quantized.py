@@ -164,7 +164,7 @@ def bin_index(x, borders):
     below = xp.zeros(x.shape, np.uint8)
     for ti in t:
         below += x <= ti                                          # bool added into uint8: no temporaries kept
-    return np.uint8(t.size) - below
+    return (t.size - below).astype(np.uint8, copy=False)        # (k-1) - #{x <= t_i}, still uint8
 
 
 def _dtype_out(y, x):

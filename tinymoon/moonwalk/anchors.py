@@ -15,7 +15,8 @@ anchors="auto"  greedily, where the running product of per-unit condition estima
                   - diagonal maps (leaky ReLU, tanh, ...): max|σ'| / min|σ'| over the coordinates the vijp
                     divides by (leaky ReLU with a negative unit: 1/slope; ReLU: 1, its erased units are
                     restored exactly from the fragment);
-                  - linear: σ_max(W) / σ_min(W) (eigenvalues of the smaller Gram matrix of W, once per step, only in "auto" mode);
+                  - linear: σ_max(W) / σ_min(W) (eigenvalues of the smaller Gram matrix of W, only in "auto" mode,
+                    refreshed every REFRESH = 16 steps per weight array);
                   - a primitive may define `condition(ctx) -> (norm, inverse_norm)`; any other primitive
                     counts as 1 (reshape, pooling, conv: unknown — anchor by K if in doubt);
                   - a RevBlock: (1 + N)² with N the product of its primitives' norms (a bound on
@@ -24,6 +25,8 @@ Bounds, not measurements: "auto" tends to anchor more often than the measured er
 docs/moonwalk.md for the measured error against memory).
 """
 from __future__ import annotations
+
+import weakref
 
 import numpy as np
 
@@ -36,6 +39,33 @@ __all__ = ["node_bounds", "unit_condition", "plan_anchors"]
 
 def _host_float(v):
     return float(v.get()) if hasattr(v, "get") else float(v)
+
+
+# The condition number of a weight changes slowly while training (optimisers update it in place), so "auto"
+# recomputes it every REFRESH calls per weight array; the cache holds a weak reference to the array.
+REFRESH = 16
+_cache = {}
+
+
+def _linear_bounds(w):
+    """(σ_max(W), 1/σ_min(W)) from the eigenvalues of the smaller Gram matrix of W."""
+    hit = _cache.get(id(w))
+    if hit is not None and hit[0]() is w and hit[1] < REFRESH:
+        hit[1] += 1
+        return hit[2]
+    a = np.asarray(w.get() if hasattr(w, "get") else w, dtype=np.float64)
+    gram = a @ a.T if a.shape[0] <= a.shape[1] else a.T @ a
+    lam = np.linalg.eigvalsh(gram)                                    # σ² ascending
+    smax, smin = float(np.sqrt(max(lam[-1], 0.0))), float(np.sqrt(max(lam[0], 0.0)))
+    bounds = (smax, np.inf if smin == 0 else 1.0 / smin)
+    try:
+        _cache[id(w)] = [weakref.ref(w), 1, bounds]
+    except TypeError:                                                # not weak-referenceable: no cache
+        pass
+    if len(_cache) > 4096:
+        for k in [k for k, v in _cache.items() if v[0]() is None]:
+            del _cache[k]
+    return bounds
 
 
 def node_bounds(node):
@@ -63,12 +93,7 @@ def node_bounds(node):
             return _host_float(a.max()) if a.size else 1.0, 1.0
         return _host_float(kept.max()), 1.0 / _host_float(kept.min())
     if prim.name == "linear" and getattr(ctx, "weight", None) is not None:
-        w = ctx.weight
-        w = np.asarray(w.get() if hasattr(w, "get") else w, dtype=np.float64)
-        gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w      # the smaller Gram matrix
-        lam = np.linalg.eigvalsh(gram)                                # σ² ascending
-        smax, smin = float(np.sqrt(max(lam[-1], 0.0))), float(np.sqrt(max(lam[0], 0.0)))
-        return smax, (np.inf if smin == 0 else 1.0 / smin)
+        return _linear_bounds(ctx.weight)
     return 1.0, 1.0
 
 

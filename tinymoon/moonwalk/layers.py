@@ -54,8 +54,15 @@ def flatten_units(model):
     return units
 
 
-def unit_params(unit):
-    return [p for p in unit.parameters() if p.requires_grad]
+def unit_params(unit, cache=None):
+    """The parameters of `unit` that require grad (memoised in `cache`, a dict, within one gradient step:
+    walking the module tree for every unit of a deep network twice per step is measurable)."""
+    if cache is None:
+        return [p for p in unit.parameters() if p.requires_grad]
+    ps = cache.get(id(unit))
+    if ps is None:
+        ps = cache[id(unit)] = [p for p in unit.parameters() if p.requires_grad]
+    return ps
 
 
 class frozen:
@@ -273,9 +280,9 @@ def _leaf(array, requires_grad):
     return Tensor._wrap(array, requires_grad=requires_grad)
 
 
-def sweep_chain(unit, x_in, h_in, fragments):
+def sweep_chain(unit, x_in, h_in, fragments, cache=None):
     """x_out, h_out = f(x_in), vijp(h_in, fragments), then θ̄ = h_out ∂f/∂θ into .grad."""
-    params = unit_params(unit)
+    params = unit_params(unit, cache)
     out, links = trace_chain(unit, x_in)
     h_out = VijpFunction(out, links)(h_in, fragments).data
     if params:
@@ -285,7 +292,7 @@ def sweep_chain(unit, x_in, h_in, fragments):
     return out.data, h_out
 
 
-def sweep_revblock(block, x_in, h_in):
+def sweep_revblock(block, x_in, h_in, cache=None):
     """Closed-form vijp of y1 = x1 + F(x2), y2 = x2 + G(y1), with θ̄_F and θ̄_G from the same two vjps."""
     axis = block.split_axis % x_in.ndim
     c1 = (x_in.shape[axis] + 1) // 2
@@ -296,23 +303,23 @@ def sweep_revblock(block, x_in, h_in):
     x2t = _leaf(x2, True)
     with enable_grad():
         f = block.F(x2t)
-    (zJ,) = local_backprop(f, z_bar, unit_params(block.F), [x2t])     # z̄ J_F(x2), θ̄_F = z̄ ∂F/∂θ_F
+    (zJ,) = local_backprop(f, z_bar, unit_params(block.F, cache), [x2t])     # z̄ J_F(x2), θ̄_F = z̄ ∂F/∂θ_F
     y2_bar = x2_bar if zJ is None else x2_bar - zJ          # ȳ2 = x̄2 − z̄ J_F(x2)
     y1 = x1 + f.data
     del f
     y1t = _leaf(y1, True)
     with enable_grad():
         g = block.G(y1t)
-    (yJ,) = local_backprop(g, y2_bar, unit_params(block.G), [y1t])    # ȳ2 J_G(y1), θ̄_G = ȳ2 ∂G/∂θ_G
+    (yJ,) = local_backprop(g, y2_bar, unit_params(block.G, cache), [y1t])    # ȳ2 J_G(y1), θ̄_G = ȳ2 ∂G/∂θ_G
     y1_bar = z_bar if yJ is None else z_bar - yJ            # ȳ1 = z̄ − ȳ2 J_G(y1)
     y2 = x2 + g.data
     xp = Tensor._wrap(x_in).xp
     return xp.concatenate([y1, y2], axis=axis), xp.concatenate([y1_bar, y2_bar], axis=axis)
 
 
-def sweep_known(unit, x_in, h_out):
+def sweep_known(unit, x_in, h_out, cache=None):
     """A unit whose output cotangent is known (an anchor): recompute it and accumulate θ̄ = h_out ∂f/∂θ."""
-    params = unit_params(unit)
+    params = unit_params(unit, cache)
     if not params:
         with no_grad():
             return unit(_leaf(x_in, False)).data
@@ -322,12 +329,12 @@ def sweep_known(unit, x_in, h_out):
     return out.data
 
 
-def sweep_unit(unit, kind, x_in, h_in, fragments):
+def sweep_unit(unit, kind, x_in, h_in, fragments, cache=None):
     """One step of phase 2 for a unit whose output cotangent is not known: (x_out, h_out)."""
     if kind == "revblock":
-        return sweep_revblock(unit, x_in, h_in)
+        return sweep_revblock(unit, x_in, h_in, cache)
     if kind == "fork":
         raise NotInvertibleError(
             f"moonwalk: {type(unit).__name__} forks its data path and has no closed-form vijp; phase 1 should "
             "have anchored its output cotangent")
-    return sweep_chain(unit, _leaf(x_in, False), h_in, fragments)
+    return sweep_chain(unit, _leaf(x_in, False), h_in, fragments, cache)

@@ -88,15 +88,16 @@ def sweep(model, loss_fn, x, y, record, on_step=None):
     xv = as_tensor(x).data
     h = record.h0
     L = len(units)
+    cache = {}
     for i, unit in enumerate(units):
         if i == L - 1:
             _last_unit(unit, loss_fn, xv, y)
             break
         anchor = stash.pop(("anchor", i))
         if anchor is not None:
-            xv, h = sweep_known(unit, xv, anchor), anchor
+            xv, h = sweep_known(unit, xv, anchor, cache), anchor
         else:
-            xv, h = sweep_unit(unit, record.kinds[i], xv, h, stash.pop(("frag", i)))
+            xv, h = sweep_unit(unit, record.kinds[i], xv, h, stash.pop(("frag", i)), cache)
         if on_step is not None:
             on_step(i, xv, h)
     stash.clear()

@@ -28,7 +28,9 @@ Inverse mode along x (Moonwalk): x_bar = y_bar J, recover y_bar. Which configura
      y_bar (J J^T) = x_bar J^T (one forward and one transposed conv per step), preconditioned by the circular
      solve of case 2, started from it. Stops when ||x_bar J^T - y_bar J J^T|| <= tol * ||x_bar J^T|| per sample
      (tol: the `vijp_tol` parameter, default 1e-10 in float64 and 1e-5 in float32; at most `vijp_maxiter`
-     steps, default 500); exists iff J has full row rank; if CG does not reach tol we raise with the residual.
+     steps, default 500); exists iff J has full row rank, which C_out <= C_in alone does not guarantee, so
+     once per context a solve with a random right-hand side certifies it (a null vector of J J^T would stall
+     that solve); if CG does not reach tol we raise with the residual reached.
   Anything else (overlapping strided windows, other dilated or padded layouts, channel-expanding k > 1, the
   weight as the data path) raises NotInvertibleError naming the configuration and the supported ones.
 """
@@ -218,7 +220,7 @@ class Conv2d(Primitive):
     # ---- inverse mode ------------------------------------------------------------------------------
     @classmethod
     def _case(cls, ctx):
-        """Which vijp applies: 'patch' | 'fft' | 'cg', or raise NotInvertibleError saying why not."""
+        """Which vijp applies: "patch" | "fft" | "cg", or a NotInvertibleError (returned; vijp raises it)."""
         p = ctx.cfg
         (sh, sw), pad, (dh, dw), groups = p["stride"], p["pad"], p["dilation"], p["groups"]
         c_out, cg, kh, kw = ctx.w_shape
@@ -447,7 +449,7 @@ def _cg_solve(ctx, b, tol, maxiter):
         r = r - alpha * ap
         res = float((xp.sqrt(dot(r, r)) / b_norm).max())
         it += 1
-        if res <= tol:
+        if res <= tol or not res < 1e8:           # converged, or diverging (a singular J J^T): stop
             break
         z = precond(r)
         rz_new = dot(r, z)

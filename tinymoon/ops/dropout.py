@@ -45,4 +45,6 @@ class Dropout(Diagonal):
 
     @classmethod
     def _erased(cls, ctx, d):
-        return d == 0              # the dropped units: their y_bar is the fragment
+        # vijp (Diagonal): always exists with a fragment: y_bar = x_bar (1 - p) on the kept units, and the
+        # fragment (y_bar on the dropped units, a compact 1-D array) restores the rest.
+        return d == 0

@@ -17,8 +17,6 @@ Eval-mode BatchNorm is a per-channel affine map y = (x - running_mean) * r * w +
 """
 from __future__ import annotations
 
-import numpy as np
-
 from ..backend import get_array_module
 from ..errors import NotInvertibleError, ShapeError
 from .base import Primitive, add_terms

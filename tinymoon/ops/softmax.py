@@ -13,13 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_array_module
-from ..errors import DTypeError, NotInvertibleError, ShapeError, TinymoonError
+from ..errors import DTypeError, LabelError, NotInvertibleError, ShapeError
 from .base import Primitive, add_terms
 
 
-class LabelError(TinymoonError, ValueError):
-    """Class labels that are not valid indices for the logits (out of range)."""
-    # TODO(lead): move to tinymoon.errors if other ops need it.
 
 
 def _axis(x, axis, name):
@@ -190,7 +187,8 @@ class CrossEntropy(Primitive):
 
     @classmethod
     def vjp(cls, ctx, y_bar):
-        yb = xp_expand(y_bar, 1) if ctx.params.get("reduction", "mean") == "none" else y_bar
+        # x_bar = y_bar J = y_bar (p - onehot) scale (per sample for reduction='none')
+        yb = get_array_module(y_bar).expand_dims(y_bar, 1) if ctx.params.get("reduction", "mean") == "none" else y_bar
         return (cls._jac(ctx) * yb, None)
 
     @classmethod
@@ -208,10 +206,6 @@ class CrossEntropy(Primitive):
             raise NotInvertibleError(f"cross_entropy: the loss gradient is exactly zero for {int((jj == 0).sum())} "
                                      "sample(s) (p = onehot), so their output cotangent is erased; no vijp here")
         return xp.take_along_axis(x_bar, j, axis=1)[:, 0] / jj
-
-
-def xp_expand(a, axis):
-    return get_array_module(a).expand_dims(a, axis)
 
 
 class MSE(Primitive):
