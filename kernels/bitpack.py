@@ -145,12 +145,16 @@ def unpack_bits_numba(packed, n):
 
 def pack_bins_numba(idx, bits):
     idx = _flat(idx)
+    if bits == 1:  # a 1-bit stream is a bit mask: NumPy's SIMD packbits is faster than the group kernel
+        return pack_bits_reference(idx)
     out = np.empty(nbytes_for(idx.size, bits), np.uint8)
     _pack_groups(idx, bits, out)
     return out
 
 
 def unpack_bins_numba(packed, bits, n):
+    if bits == 1:
+        return unpack_bits_reference(packed, n).view(np.uint8)
     out = np.empty(n, np.uint8)
     _unpack_groups(_flat(packed), bits, n, out)
     return out

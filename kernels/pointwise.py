@@ -17,7 +17,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .bitpack import nbytes_for, pack_bits_reference
+from .bitpack import nbytes_for, pack_bits_reference, unpack_bits_reference
 
 # name -> (code, parameter name, default)
 ACTIVATIONS = {
@@ -105,7 +105,6 @@ def relu_mask_forward_reference(x):
 
 
 def masked_grad_reference(packed, y_bar, slope=0.0):
-    from .bitpack import unpack_bits_reference
     bit = unpack_bits_reference(packed, y_bar.size).reshape(y_bar.shape)
     return np.where(bit, y_bar, y_bar.dtype.type(slope) * y_bar)
 

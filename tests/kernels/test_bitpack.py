@@ -46,6 +46,19 @@ def test_pack_bits_matches_numpy_packbits(shape, seed):
         np.testing.assert_array_equal(got, mask.ravel())
 
 
+@KSET
+@given(n=st.integers(0, 70), bits=st.integers(1, 8), seed=st.integers(0, 2**16))
+def test_group_kernels_directly(n, bits, seed):
+    # pack_bins_numba routes bits=1 to np.packbits: exercise the group kernels at every width here
+    idx = np.random.default_rng(seed).integers(0, 2**bits, n).astype(np.uint8)
+    out = np.empty((n * bits + 7) // 8, np.uint8)
+    B._pack_groups(idx, bits, out)
+    np.testing.assert_array_equal(out, spec_pack(idx, bits))
+    back = np.empty(n, np.uint8)
+    B._unpack_groups(out, bits, n, back)
+    np.testing.assert_array_equal(back, idx)
+
+
 def test_bits_one_is_packbits_little_and_int_idx_accepted():
     idx = np.random.default_rng(0).integers(0, 2, 1001)
     np.testing.assert_array_equal(K.pack_bins(idx, 1), np.packbits(idx.astype(bool), bitorder="little"))

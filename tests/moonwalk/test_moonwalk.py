@@ -62,6 +62,17 @@ def test_leaky_mlp_matches_backprop(depth):
     model = ortho_mlp(depth, 12, lambda: nn.LeakyReLU(0.5))
     x, y = data((4, 12))
     assert_matches_backprop(model, x, y)
+    assert_matches_backprop(model, x, y, anchor_first=False)
+
+
+def test_anchor_first_records_the_stem_cotangent():
+    """Default: the stem's output cotangent is recorded (one activation), so h_0 is never computed."""
+    model = ortho_mlp(4, 12, lambda: nn.LeakyReLU(0.5), din=30)
+    x, y = data((4, 30))
+    rec = mw.input_cotangent(model, LOSS, x, y)
+    assert rec.h0 is None and rec.anchors == {0}
+    assert rec.nbytes == 4 * 12 * 8                              # h_1 only
+    assert mw.input_cotangent(model, LOSS, x, y, anchor_first=False).h0.shape == (4, 30)
 
 
 @pytest.mark.parametrize("depth", [4, 64])
@@ -80,8 +91,9 @@ def test_expanding_layers_with_fragments():
                           nn.Linear(16, 8, generator=g, dtype=D), nn.LeakyReLU(0.5), nn.Linear(8, 3, generator=g, dtype=D))
     x, y = data((5, 6), classes=3)
     assert_matches_backprop(model, x, y)
-    record = mw.input_cotangent(model, LOSS, x, y)
+    record = mw.input_cotangent(model, LOSS, x, y, anchor_first=False)
     assert ("frag", 0) in record.stash and ("frag", 2) in record.stash     # the two expanding layers
+    assert_matches_backprop(model, x, y, anchor_first=False)
 
 
 def test_missing_fragment_raises():
@@ -98,7 +110,7 @@ def test_fragments_restore_every_cotangent_exactly():
     x, y = data((4, 7))
     true = mw.input_cotangent(model, LOSS, x, y, anchors=1)
     restored = {}
-    rec = mw.input_cotangent(model, LOSS, x, y)
+    rec = mw.input_cotangent(model, LOSS, x, y, anchor_first=False)
     model.zero_grad()
     mw.sweep(model, LOSS, x, y, rec, on_step=lambda i, xi, hi: restored.__setitem__(i, hi.copy()))
     assert sorted(restored) == sorted(i for i in range(len(rec.units) - 1))
@@ -120,9 +132,10 @@ def test_phase1_keeps_bits_not_activations():
     with tm.memory.measure() as m_bp:
         LOSS(model(tm.tensor(x)), y).backward()
     masks = (depth + 1) * batch * width // 8
-    assert rec.nbytes == 0
+    stem = batch * width * 4                       # the stem's output cotangent (anchor_first)
+    assert rec.nbytes == stem
     # + one weight: the engine counts a leaf residual for an instant before apply() uncounts it
-    assert m_mw.peak_saved_bytes <= masks + width * width * 4 + 1024
+    assert m_mw.peak_saved_bytes <= masks + stem + width * width * 4 + 1024
     assert m_bp.peak_saved_bytes >= depth * batch * width * 4
 
 
@@ -160,7 +173,7 @@ def test_revnet_matches_backprop(depth):
     x, y = data((4, 12))
     assert_matches_backprop(model, x, y)
     record = mw.input_cotangent(model, LOSS, x, y)
-    assert record.nbytes == 0                          # RevBlocks are submersive whatever F and G are
+    assert not any(k[0] == "frag" for k in record.stash.items)   # RevBlocks are submersive whatever F and G are
 
 
 def test_revblock_closed_form_against_backprop_per_block():
@@ -220,7 +233,9 @@ def test_fork_unit_is_anchored():
                           nn.Linear(6, 3, generator=g, dtype=D))
     x, y = data((4, 6), classes=3)
     assert_matches_backprop(model, x, y)
-    assert mw.input_cotangent(model, LOSS, x, y).anchors == {1}
+    assert mw.input_cotangent(model, LOSS, x, y).anchors == {0, 1}
+    assert mw.input_cotangent(model, LOSS, x, y, anchor_first=False).anchors == {1}
+    assert_matches_backprop(model, x, y, anchor_first=False)
 
 
 # ---- pure forward, baselines ---------------------------------------------------------------------------
@@ -264,6 +279,7 @@ def test_anchors_reduce_float32_error():
     for a in (None, 4, "auto"):
         _, got = grads_of(model32, mw.backward, x32, y, anchors=a)
         errs[a] = rel_err(got, ref)
+    assert all(p.grad.dtype == np.float32 for p in model32.parameters())
     assert errs[None] > 1e-2                      # the unanchored sweep amplifies rounding error
     assert errs[4] < 1e-3 and errs["auto"] < 1e-3
     assert errs["auto"] < errs[None] / 100
@@ -296,3 +312,10 @@ def test_pure_forward_revnet():
     model = revnet(3, w=3)
     x, y = data((3, 6))
     assert_matches_backprop(model, x, y, mode="forward")
+
+
+def test_float32_relu_gradients_stay_float32():
+    model = ortho_mlp(3, 8, nn.ReLU, dtype="float32")
+    x, y = data((4, 8), dtype=np.float32)
+    mw.backward(model, LOSS, x, y)
+    assert all(p.grad.dtype == np.float32 for p in model.parameters())

@@ -191,3 +191,15 @@ def test_to_dtype():
     assert all(p.dtype == np.float64 for p in net.parameters())
     assert net[1].running_mean.dtype == np.float64 and net[1].num_batches_tracked.dtype == np.int64
     assert net(tm.randn(1, 1, 8, 8, seed=0, dtype="float64")).dtype == np.float64
+
+
+def test_reassignment_keeps_order():
+    net = small_net()
+    net[0] = nn.Conv2d(1, 4, 3, padding=1, bias=False, generator=0)
+    assert [n for n, _ in net.named_children()] == ["0", "1", "2", "3", "4"]
+    assert [n for n, _ in net.named_parameters()][:2] == ["0.weight", "1.weight"]
+    lin = nn.Linear(2, 2, generator=0)
+    lin.bias = None
+    assert list(lin.state_dict()) == ["weight"] and "bias=False" in repr(lin)
+    with pytest.raises(TypeError):
+        net[1].running_mean = [0.0] * 4                       # a buffer takes arrays only

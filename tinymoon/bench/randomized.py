@@ -9,7 +9,8 @@
    exact, as in XConv): test accuracy, peak saved bytes and peak host bytes of one training step
    (tm.memory.measure(), on separate steps so tracemalloc does not slow the timed ones), and the median time per
    step, all in the same run; plus the memory-matched baseline: an exact model whose batch is cut until its
-   training step saves no more than the r=16 model's.
+   training step saves no more than the r=16 model's. The in-training step times drift with the machine's load,
+   so a separate interleaved measurement (the configurations take turns, step by step) gives the time ratios.
 Timing on a shared machine: set NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 to keep threads from fighting.
 """
 from __future__ import annotations
@@ -148,6 +149,31 @@ def train(factory, data, batch, epochs, seed, lr, measure_steps=2):
             "steps": len(losses)}
 
 
+def interleaved_timing(cfgs, data, batch, seed, lr, rounds):
+    """Median ms per training step of each configuration, the configurations taking turns step by step, so a
+    change in machine load hits them all alike (a shared machine drifts over minutes)."""
+    (xtr, ytr), _ = data
+    loss_fn = nn.CrossEntropyLoss()
+    x = tm.tensor(((xtr[:batch].astype(np.float32) / 255 - tm.data.MNIST_MEAN) / tm.data.MNIST_STD))
+    y = ytr[:batch]
+    runs = {}
+    for name, (factory, _) in cfgs.items():
+        model = _convert(cnn(seed), factory, seed + 1)
+        runs[name] = (model, tm.optim.Adam(model.parameters(), lr=lr))
+    times = {name: [] for name in runs}
+    for i in range(rounds + 1):
+        for name, (model, opt) in runs.items():
+            t0 = time.perf_counter()
+            opt.zero_grad()
+            loss_fn(model(x), y).backward()
+            opt.step()
+            if i:                                                  # round 0 warms up
+                times[name].append(time.perf_counter() - t0)
+    base = float(np.median(times["exact"]))
+    return [{"config": k, "step_ms": 1e3 * float(np.median(v)), "time_vs_exact": float(np.median(v)) / base}
+            for k, v in times.items()]
+
+
 def load(dataset, limit, test_limit):
     if dataset == "mnist":
         try:
@@ -177,6 +203,8 @@ def run(argv=None):
     ap.add_argument("--dataset", choices=["mnist", "synthetic"], default="mnist")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", nargs="*", default=None, help="run only these configurations (by name)")
+    ap.add_argument("--timing-rounds", type=int, default=20, help="interleaved timing: steps per configuration")
+    ap.add_argument("--no-train", action="store_true", help="skip the training runs (bytes, error, timing only)")
     ap.add_argument("--out", default="bench_results")
     a = ap.parse_args(argv)
     if a.quick:
@@ -197,6 +225,15 @@ def run(argv=None):
     err_rows = gradient_error(cfgs, xs, ys, a.seed)
     print(table(err_rows, ["config", "grad_rel_err"], title="relative error of the conv2 weight gradient at init"))
 
+    timing = interleaved_timing(cfgs, data, a.batch, a.seed, a.lr, a.timing_rounds)
+    print(table(timing, ["config", "step_ms", "time_vs_exact"],
+                title=f"ms per training step, batch {a.batch}, configurations interleaved ({a.timing_rounds} rounds)"))
+    payload = {"args": vars(a), "dataset": dataset, "saved_bytes": mem_rows, "grad_error": err_rows,
+               "timing": timing}
+    if a.no_train:
+        print(markdown(timing, ["config", "step_ms", "time_vs_exact"]))
+        write_json("randomized", payload, a.out)
+        return payload
     rows = []
     for name, (factory, desc) in cfgs.items():
         t0 = time.perf_counter()
@@ -226,8 +263,9 @@ def run(argv=None):
     print(markdown(err_rows, ["config", "grad_rel_err"]))
     print()
     print(markdown(rows, cols))
-    payload = {"args": vars(a), "dataset": dataset, "saved_bytes": mem_rows, "grad_error": err_rows,
-               "training": rows}
+    print()
+    print(markdown(timing, ["config", "step_ms", "time_vs_exact"]))
+    payload["training"] = rows
     write_json("randomized", payload, a.out)
     return payload
 

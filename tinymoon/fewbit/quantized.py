@@ -38,7 +38,7 @@ from ..ops.special import SQRT_HALF, erf
 from .. import kernels
 
 __all__ = ["PackedBins", "FewBitActivation", "PiecewiseLinearActivation", "value", "mask", "bin_index",
-           "thresholds", "FUSED", "FUSED_FORWARD", "PIECEWISE"]
+           "thresholds", "lookup", "FUSED", "FUSED_FORWARD", "FUSED_BACKWARD", "PIECEWISE"]
 
 # The forward can run the kernel library's fused one-pass kernel (f + bin search + pack) for the activations
 # it has. Measured slower than the split path below on the 2-core test machine (docs/fewbit.md: the kernel
@@ -167,6 +167,51 @@ def bin_index(x, borders):
     return (t.size - below).astype(np.uint8, copy=False)        # (k-1) - #{x <= t_i}, still uint8
 
 
+# ---- backward lookup straight from the packed bytes -----------------------------------------------------------
+# TODO(kernels): kernels.fewbit_backward (Numba, one pass) measured slower than this table lookup on the test
+# machine (docs/fewbit.md); FUSED_BACKWARD = True switches back to it.
+FUSED_BACKWARD = False
+_CHUNK = {1: 8, 2: 4, 3: 4, 4: 2, 5: 2, 6: 2, 7: 1, 8: 1}    # codes per lookup: c·b <= 12 bits, c divides 8
+
+
+def _chunk_table(levels, bits, dtype, xp):
+    """T[v] = the levels of the c codes packed in the (c·bits)-bit value v, LSB first: shape (2^(c·b), c)."""
+    c = _CHUNK[bits]
+    v = np.arange(1 << (c * bits))
+    codes = (v[:, None] >> (bits * np.arange(c))[None, :]) & ((1 << bits) - 1)
+    return xp.asarray(np.asarray(levels, np.float64).astype(dtype)[codes])
+
+
+def lookup(bins, levels, dtype):
+    """levels[idx] (flat, length n, `dtype`) read directly from the packed stream.
+
+    Eight b-bit codes fill exactly b bytes. Each group's b bytes are joined into one integer, cut into 8/c chunks
+    of c codes (c·b <= 12 bits), and every chunk indexes a small table of its c levels: one gather of n/c rows
+    instead of unpacking n indices first."""
+    xp = get_array_module(bins.packed)
+    b, n, c = bins.bits, bins.size, _CHUNK[bins.bits]
+    table = _chunk_table(levels, b, dtype, xp)
+    groups = -(-n // 8)
+    packed = bins.packed
+    if packed.size < groups * b:                                   # the last group's missing bytes are zero
+        packed = xp.concatenate([packed, xp.zeros(groups * b - packed.size, np.uint8)])
+    if c * b == 8:                                                 # a chunk is a byte: bits 1, 2, 4, 8
+        chunks = packed[:groups * b]
+    else:
+        wt = np.uint32 if b <= 4 else np.uint64                    # the group's 8·b bits
+        g = packed[:groups * b].reshape(groups, b)
+        word = g[:, 0].astype(wt)
+        for j in range(1, b):
+            word |= g[:, j].astype(wt) << wt(8 * j)
+        chunks = xp.empty((groups, 8 // c), wt)
+        for j in range(8 // c):
+            xp.bitwise_and(word >> wt(c * b * j), wt((1 << (c * b)) - 1), out=chunks[:, j])
+    if xp is np:                                                   # gather whole rows as one opaque item each
+        rows = np.ascontiguousarray(table).view(np.dtype((np.void, table.shape[1] * table.itemsize))).ravel()
+        return rows.take(chunks.reshape(-1)).view(table.dtype)[:n]
+    return table[chunks.reshape(-1)].reshape(-1)[:n]
+
+
 def _dtype_out(y, x):
     return y if y.dtype == x.dtype else y.astype(x.dtype)
 
@@ -189,8 +234,10 @@ class _Quantised(Diagonal):
 
     @classmethod
     def _times_q(cls, ctx, v):
-        # levels[idx] · v in one fused pass (bitwise equal to levels.astype(v.dtype)[idx] * v)
-        return kernels.fewbit_backward(ctx.bins.packed, cls._levels(ctx), ctx.bins.bits, v)
+        # levels[idx] · v, bitwise equal to levels.astype(v.dtype)[idx] * v
+        if FUSED_BACKWARD:
+            return kernels.fewbit_backward(ctx.bins.packed, cls._levels(ctx), ctx.bins.bits, v)
+        return lookup(ctx.bins, cls._levels(ctx), v.dtype).reshape(v.shape) * v
 
     @classmethod
     def vjp(cls, ctx, y_bar):

@@ -285,6 +285,9 @@ def sweep_chain(unit, x_in, h_in, fragments, cache=None):
     params = unit_params(unit, cache)
     out, links = trace_chain(unit, x_in)
     h_out = VijpFunction(out, links)(h_in, fragments).data
+    if h_out.dtype != out.data.dtype:
+        # a vijp rule promoted the dtype (ReLU's divides by an integer mask): keep the model's dtype
+        h_out = h_out.astype(out.data.dtype)
     if params:
         if links:
             _drop_input_cotangent(links)

@@ -14,11 +14,11 @@ and the last unit may be non-submersive or fork, at no cost).
 from __future__ import annotations
 
 from ..autodiff.reverse import backprop
-from ..autodiff.state import enable_grad
+from ..autodiff.state import enable_grad, no_grad
 from ..errors import GradientError
 from ..tensor import Tensor, as_tensor
 from .anchors import plan_anchors
-from .layers import (Stash, flatten_units, frozen, local_backprop, record_forward, reverse_unit, sweep_known,
+from .layers import (Stash, UnitTape, flatten_units, frozen, local_backprop, record_forward, reverse_unit, sweep_known,
                      sweep_unit, unit_params)
 
 __all__ = ["backward", "input_cotangent", "sweep", "Phase1"]
@@ -53,23 +53,35 @@ def _loss_cotangent(loss_fn, x_last, y):
     return loss.detach(), (leaf.xp.zeros_like(x_last) if h is None else h)
 
 
-def input_cotangent(model, loss_fn, x, y, anchors=None, anchor_tol=1e-4, fragments=True):
+def input_cotangent(model, loss_fn, x, y, anchors=None, anchor_tol=1e-4, fragments=True, anchor_first=True):
     """Phase 1: (loss, h_0 = ∂ℓ/∂x_0, fragments, anchors) as a Phase1 record. No parameter gradient.
 
+    anchor_first=True (default): the first unit (the stem) is treated like the loss layer at the other end —
+    phase 1 runs it without a tape and records its output cotangent h_1 (an anchor: one activation, whatever
+    the depth), so neither its input cotangent h_0 nor its vijp is ever computed. The stem is usually the
+    widest layer (784 -> W) and often expanding, so this saves the most expensive solve (and its fragment).
+    record.h0 is then None. anchor_first=False inverts the stem too and returns h_0.
     fragments=False records none (phase 2 then raises NotInvertibleError at the first layer that erased
     something — the check that fragments are really needed)."""
     units = flatten_units(model)
+    L = len(units)
+    start = 1 if (anchor_first and L >= 2) else 0
     x0 = as_tensor(x).detach()
-    x0.requires_grad = True
     with frozen(model.parameters()):
-        x_last, tapes = record_forward(units, x0)
+        if start:
+            with no_grad():
+                x0 = units[0](x0).detach()
+        x0.requires_grad = True
+        x_last, tapes = record_forward(units[start:], x0)
+        tapes = [UnitTape([], None, None, "chain")] * start + tapes
         loss, h = _loss_cotangent(loss_fn, x_last.data, y)
-        del x_last
-        chosen, kappas = plan_anchors(anchors, tapes, x0.dtype, anchor_tol)
+        del x_last, x0
+        chosen, kappas = plan_anchors(anchors, tapes, h.dtype, anchor_tol)
+        if start:
+            chosen.add(0)
         kinds = [t.kind for t in tapes]
         stash = Stash()
-        L = len(units)
-        for i in range(L - 1, -1, -1):
+        for i in range(L - 1, start - 1, -1):
             if i < L - 1 and i in chosen:
                 stash.put(("anchor", i), h)
             need = fragments and i < L - 1 and i not in chosen
@@ -77,6 +89,9 @@ def input_cotangent(model, loss_fn, x, y, anchors=None, anchor_tol=1e-4, fragmen
             tapes[i] = None
             if frags is not None and any(f is not None for f in frags):
                 stash.put(("frag", i), frags)
+        if start:
+            stash.put(("anchor", 0), h)                 # h_1: the stem's output cotangent
+            h = None
     return Phase1(units, kinds, loss, h, stash, chosen, kappas)
 
 
@@ -113,16 +128,19 @@ def _last_unit(unit, loss_fn, x_in, y):
         local_backprop(loss, loss.xp.ones_like(loss.data), params)
 
 
-def backward(model, loss_fn, x, y, mode="mixed", anchors=None, anchor_tol=1e-4, chunk=None):
+def backward(model, loss_fn, x, y, mode="mixed", anchors=None, anchor_tol=1e-4, anchor_first=True, chunk=None):
     """Moonwalk gradient: sets .grad on every parameter of `model` (accumulating, like backward) exactly as
     `loss_fn(model(x), y).backward()` would, and returns the loss (a detached scalar Tensor).
 
     mode="mixed": phase 1 by reverse mode (fragments recorded, anchors possible); "forward": h_0 from
     forward-mode jvps (one per input coordinate, `chunk` coordinates per pass), no fragments, so every
     unit but the last must be submersive. anchors: None, K (every K units) or "auto" (see anchors.py).
+    anchor_first (mixed mode): record the stem's output cotangent instead of inverting the stem (see
+    input_cotangent).
     """
     if mode == "mixed":
-        record = input_cotangent(model, loss_fn, x, y, anchors=anchors, anchor_tol=anchor_tol)
+        record = input_cotangent(model, loss_fn, x, y, anchors=anchors, anchor_tol=anchor_tol,
+                                 anchor_first=anchor_first)
     elif mode == "forward":
         if anchors is not None:
             raise ValueError("moonwalk: anchors need the reverse pass of mode='mixed'; pure-forward mode has "

@@ -67,16 +67,24 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
         params, mods, bufs = self._parameters, self._modules, self._buffers
-        for d in (params, mods, bufs):
-            d.pop(name, None)
-        if isinstance(value, Parameter):
+        # registration keeps its place in the order when a name is reassigned with the same kind of thing
+        if isinstance(value, Parameter) or (value is None and name in params):
+            mods.pop(name, None), bufs.pop(name, None)
             params[name] = value
-        elif isinstance(value, Module):
+        elif isinstance(value, Module) or (value is None and name in mods):
+            params.pop(name, None), bufs.pop(name, None)
             mods[name] = value
-        elif name in self.__dict__.get("_buffer_names", ()) and value is not None:
-            if not _is_array(value):
+        elif name in self.__dict__.get("_buffer_names", ()):
+            if value is not None and not _is_array(value):
                 raise TypeError(f"{type(self).__name__}.{name} is a buffer: assign a NumPy/CuPy array or None")
-            bufs[name] = value
+            params.pop(name, None), mods.pop(name, None)
+            if value is None:
+                bufs.pop(name, None)
+            else:
+                bufs[name] = value
+        else:
+            for d in (params, mods, bufs):
+                d.pop(name, None)
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name):

@@ -66,7 +66,8 @@ def _encode(m, arrays):
             i += 1
             continue
         if a.ndim > 8 or i + 2 + a.ndim > HEADER:
-            raise PetraError(f"message too complex for the header: arrays {[getattr(x, 'shape', None) for x in arrays]}")
+            shapes = [getattr(x, "shape", None) for x in arrays]
+            raise PetraError(f"message too complex for the header: arrays of shapes {shapes}")
         h[i], h[i + 1] = _DTYPES.index(a.dtype), a.ndim
         h[i + 2:i + 2 + a.ndim] = a.shape
         i += 2 + a.ndim
@@ -354,8 +355,8 @@ class MPIExecutor:
         return [stats[j] for j in range(len(self.stages))]
 
 
-STAT_KEYS = ("forward_s", "backward_s", "step_s", "cpu_s", "forwards", "backwards", "max_held_bytes", "backward_peak_bytes",
-             "steps", "rank", "loop_s", "wait_s", "compute_s", "bytes_sent", "send_s", "xfer_s")
+STAT_KEYS = ("forward_s", "backward_s", "step_s", "cpu_s", "forwards", "backwards", "max_held_bytes",
+             "backward_peak_bytes", "steps", "rank", "loop_s", "wait_s", "compute_s", "bytes_sent", "send_s", "xfer_s")
 
 
 def stage_stats(st):

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import data
 from ..serialization import save
-from .baselines import evaluate, train_backprop
+from .baselines import evaluate, recalibrate_batchnorm, train_backprop
 from .batches import MicroBatches
 from .models import revnet_mnist, tiny_mlp
 from .recipe import Recipe
@@ -194,12 +194,14 @@ def train(args, channel=None, log=print):
         if b - a >= 2 and len(tt) > b:
             report["steady_microbatches_per_s"] = (b - a) / (tt[b] - tt[a])
     if finished:
+        report["test_accuracy_running_stats"] = evaluate(model, xte, yte, prepare=batches.prepare)
+        if args.out:
+            save({k: v for k, v in model.state_dict().items()}, args.out)
+        recalibrate_batchnorm(model, batches)
         report["test_accuracy"] = evaluate(model, xte, yte, prepare=batches.prepare)
         report["microbatches_per_s"] = schedule.microbatches / loop_s if loop_s > 0 else None
     n_last = min(len(head_losses), batches.per_epoch)
     report["final_train_loss"] = float(np.mean([v for _, v in head_losses[-n_last:]])) if n_last else None
-    if args.out and finished:
-        save({k: v for k, v in model.state_dict().items()}, args.out)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1, default=float)
