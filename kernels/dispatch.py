@@ -39,15 +39,17 @@ _FUNC = {"act_forward": "act"}  # act_forward's implementations are called act_<
 # Default on host arrays: op -> (implementation, minimum element count; below it "reference").
 # Backed by `python -m tinymoon.bench kernels` (docs/kernels.md), 2-core CPU, 2026-11-21:
 #  - matmul: BLAS always wins; the Numba blocked kernel is for reading and cross-checking.
-#  - conv2d_*: both are im2col + the same BLAS GEMMs; Numba builds cols/col2im in parallel without
-#    materialising the padded input and measured faster on the reference layer (batch 64, 32->64, 28x28).
+#  - conv2d_*: both are im2col + the same BLAS GEMMs (which dominate).  Numba builds cols ~2x faster in
+#    isolation, but whole-map totals tied on a quiet machine and the reference won clearly under load (a
+#    parallel Numba loop waits for its slowest thread, and its OpenMP workers spin while BLAS starts):
+#    the reference (BLAS threads only) is the default.
 #  - pointwise / fewbit / relu-mask / pack_bins: the fused one-pass Numba kernels win once the array is
 #    large enough to amortise the thread launch (~10 µs); np.packbits (SIMD) wins for plain masks.
 CPU_CHOICE = {
     "matmul": ("reference", 0),
-    "conv2d_forward": ("numba", 1 << 16),
-    "conv2d_grad_input": ("numba", 1 << 16),
-    "conv2d_grad_weight": ("numba", 1 << 16),
+    "conv2d_forward": ("reference", 0),
+    "conv2d_grad_input": ("reference", 0),
+    "conv2d_grad_weight": ("reference", 0),
     "pack_bits": ("reference", 0),
     "unpack_bits": ("reference", 0),
     "pack_bins": ("numba", 1 << 12),

@@ -96,6 +96,28 @@ def test_bin_index_is_searchsorted_left(bits, dtype):
     assert np.array_equal(idx, np.searchsorted(borders, x.astype(np.float64), side="left"))
 
 
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 15, 1001, 4099])
+@pytest.mark.parametrize("bits", list(range(1, 9)))
+def test_packing_and_lookup_follow_the_kernels_layout(n, bits):
+    from tinymoon.fewbit.quantized import PackedBins, lookup, pack_codes
+    idx = np.random.default_rng(n + 10 * bits).integers(0, 1 << bits, n).astype(np.uint8)
+    with kernels.use("reference"):
+        want = kernels.pack_bins(idx, bits)
+    packed = pack_codes(idx, bits)
+    assert packed.dtype == np.uint8 and packed.size == math.ceil(n * bits / 8)
+    assert np.array_equal(packed, want)
+    levels = np.random.default_rng(bits).normal(size=1 << bits)
+    bins = PackedBins(packed, bits, (n,))
+    assert np.array_equal(bins.unpack(), idx)
+    for dt in (np.float32, np.float64):
+        assert np.array_equal(lookup(bins, levels, dt), levels.astype(dt)[idx])
+
+
+def test_packing_reference_vector():
+    from tinymoon.fewbit.quantized import pack_codes
+    assert pack_codes(np.array([0, 1, 4, 7], np.uint8), 3).tolist() == [0x08, 0x0F]   # fewbit's codec test
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fused_forward_kernel_gives_the_same_bins(monkeypatch, dtype):
     from tinymoon.fewbit import quantized
@@ -103,8 +125,10 @@ def test_fused_forward_kernel_gives_the_same_bins(monkeypatch, dtype):
     for name in ("gelu", "elu", "relu"):
         split = _grad(lambda t: fb.activate(name, t, bits=3), x, y_bar)
         monkeypatch.setattr(quantized, "FUSED_FORWARD", True)
+        monkeypatch.setattr(quantized, "FUSED_BACKWARD", True)
         fused = _grad(lambda t: fb.activate(name, t, bits=3), x, y_bar)
         monkeypatch.setattr(quantized, "FUSED_FORWARD", False)
+        monkeypatch.setattr(quantized, "FUSED_BACKWARD", False)
         assert np.array_equal(_bits(split), _bits(fused))
 
 

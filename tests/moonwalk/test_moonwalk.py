@@ -73,6 +73,11 @@ def test_anchor_first_records_the_stem_cotangent():
     assert rec.h0 is None and rec.anchors == {0}
     assert rec.nbytes == 4 * 12 * 8                              # h_1 only
     assert mw.input_cotangent(model, LOSS, x, y, anchor_first=False).h0.shape == (4, 30)
+    # a leading parameter-free unit (Flatten) belongs to the stem: the anchor is after the first Linear
+    flat = nn.Sequential(nn.Flatten(), *list(model))
+    x4 = x.reshape(4, 1, 5, 6)
+    assert mw.input_cotangent(flat, LOSS, x4, y).anchors == {1}
+    assert_matches_backprop(flat, x4, y)
 
 
 @pytest.mark.parametrize("depth", [4, 64])
@@ -319,3 +324,21 @@ def test_float32_relu_gradients_stay_float32():
     x, y = data((4, 8), dtype=np.float32)
     mw.backward(model, LOSS, x, y)
     assert all(p.grad.dtype == np.float32 for p in model.parameters())
+
+
+def test_deep_circular_cnn():
+    """32 circular 3x3 convolutions (near-identity kernels: well conditioned) between a patchify stem and
+    pooling: the FFT vijp at every layer, exact to 1e-9."""
+    g = tm.generator(11)
+    r = np.random.default_rng(11)
+    layers = [nn.Conv2d(1, 4, 2, stride=2, generator=g, dtype=D)]
+    for _ in range(32):
+        conv = nn.Conv2d(4, 4, 3, padding=1, padding_mode="circular", generator=g, dtype=D)
+        w = 0.1 * r.standard_normal((4, 4, 3, 3))
+        w[:, :, 1, 1] += np.eye(4)
+        conv.weight.data[...] = w
+        layers += [nn.LeakyReLU(0.5), conv]
+    layers += [nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 2 * 2, 3, generator=g, dtype=D)]
+    model = nn.Sequential(*layers)
+    x, y = data((2, 1, 8, 8), classes=3)
+    assert_matches_backprop(model, x, y)

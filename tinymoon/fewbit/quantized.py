@@ -66,7 +66,8 @@ class PackedBins:
 
     @classmethod
     def pack(cls, idx, bits):
-        return cls(kernels.pack_bins(idx.reshape(-1), bits), bits, idx.shape)
+        """From uint8 indices < 2^bits (any shape)."""
+        return cls(pack_codes(idx.reshape(-1), bits), bits, idx.shape)
 
     def unpack(self):
         """uint8 indices of the original shape."""
@@ -78,6 +79,31 @@ class PackedBins:
 
     def __repr__(self):
         return f"PackedBins(bits={self.bits}, shape={self.shape}, nbytes={self.nbytes})"
+
+
+def pack_codes(idx, bits):
+    """The kernels' bitpack layout (kernels.pack_bins) in a few whole-array passes: each group of 8 codes is
+    OR-ed into one 8·b-bit word, whose b bytes are written out LSB first.
+    TODO(kernels): kernels.pack_bins (Numba, parallel) stalls for ~10 ms per call on an oversubscribed CPU
+    (docs/fewbit.md); this NumPy/CuPy version is used instead and tested against it."""
+    xp = get_array_module(idx)
+    n = idx.size
+    groups = -(-n // 8)
+    if n % 8:
+        idx = xp.concatenate([idx, xp.zeros(groups * 8 - n, np.uint8)])
+    codes = idx.reshape(groups, 8)
+    if bits == 1:
+        return xp.packbits(codes.reshape(-1)[:n], bitorder="little")
+    if bits == 8:
+        return codes.reshape(-1)[:n].astype(np.uint8, copy=True)
+    wt = np.uint32 if bits <= 4 else np.uint64
+    word = codes[:, 0].astype(wt)
+    for j in range(1, 8):
+        word |= codes[:, j].astype(wt) << wt(bits * j)
+    out = xp.empty((groups, bits), np.uint8)
+    for q in range(bits):
+        out[:, q] = word >> wt(8 * q)                              # the low byte of each shifted word
+    return out.reshape(-1)[:(n * bits + 7) // 8]
 
 
 # ---- the exact values, as array expressions in x's dtype (NumPy or CuPy) -------------------------------

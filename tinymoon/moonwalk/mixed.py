@@ -56,21 +56,27 @@ def _loss_cotangent(loss_fn, x_last, y):
 def input_cotangent(model, loss_fn, x, y, anchors=None, anchor_tol=1e-4, fragments=True, anchor_first=True):
     """Phase 1: (loss, h_0 = ∂ℓ/∂x_0, fragments, anchors) as a Phase1 record. No parameter gradient.
 
-    anchor_first=True (default): the first unit (the stem) is treated like the loss layer at the other end —
-    phase 1 runs it without a tape and records its output cotangent h_1 (an anchor: one activation, whatever
-    the depth), so neither its input cotangent h_0 nor its vijp is ever computed. The stem is usually the
+    anchor_first=True (default): the stem (the units up to the first one with parameters, e.g. Flatten and
+    the first Linear) is treated like the loss layer at the other end — phase 1 runs it without a tape and
+    records its output cotangent (an anchor: one activation, whatever the depth), so neither the input
+    cotangent h_0 nor the stem's vijp is ever computed. The stem is usually the
     widest layer (784 -> W) and often expanding, so this saves the most expensive solve (and its fragment).
     record.h0 is then None. anchor_first=False inverts the stem too and returns h_0.
     fragments=False records none (phase 2 then raises NotInvertibleError at the first layer that erased
     something — the check that fragments are really needed)."""
     units = flatten_units(model)
     L = len(units)
-    start = 1 if (anchor_first and L >= 2) else 0
+    start = 0
+    if anchor_first and L >= 2:
+        # the stem: up to the first unit with parameters (a leading Flatten is part of it)
+        start = next((i for i, u in enumerate(units[:-1]) if unit_params(u)), 0) + 1
     x0 = as_tensor(x).detach()
     with frozen(model.parameters()):
         if start:
             with no_grad():
-                x0 = units[0](x0).detach()
+                for u in units[:start]:
+                    x0 = u(x0)
+                x0 = x0.detach()
         x0.requires_grad = True
         x_last, tapes = record_forward(units[start:], x0)
         tapes = [UnitTape([], None, None, "chain")] * start + tapes
@@ -78,7 +84,7 @@ def input_cotangent(model, loss_fn, x, y, anchors=None, anchor_tol=1e-4, fragmen
         del x_last, x0
         chosen, kappas = plan_anchors(anchors, tapes, h.dtype, anchor_tol)
         if start:
-            chosen.add(0)
+            chosen.add(start - 1)
         kinds = [t.kind for t in tapes]
         stash = Stash()
         for i in range(L - 1, start - 1, -1):
@@ -90,7 +96,7 @@ def input_cotangent(model, loss_fn, x, y, anchors=None, anchor_tol=1e-4, fragmen
             if frags is not None and any(f is not None for f in frags):
                 stash.put(("frag", i), frags)
         if start:
-            stash.put(("anchor", 0), h)                 # h_1: the stem's output cotangent
+            stash.put(("anchor", start - 1), h)         # the stem's output cotangent
             h = None
     return Phase1(units, kinds, loss, h, stash, chosen, kappas)
 
@@ -109,7 +115,10 @@ def sweep(model, loss_fn, x, y, record, on_step=None):
             _last_unit(unit, loss_fn, xv, y)
             break
         anchor = stash.pop(("anchor", i))
-        if anchor is not None:
+        if anchor is None and h is None:                # a parameter-free unit before the stem's anchor
+            with no_grad():
+                xv = unit(Tensor._wrap(xv)).data
+        elif anchor is not None:
             xv, h = sweep_known(unit, xv, anchor, cache), anchor
         else:
             xv, h = sweep_unit(unit, record.kinds[i], xv, h, stash.pop(("frag", i)), cache)

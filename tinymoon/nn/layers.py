@@ -274,11 +274,12 @@ class BatchNorm2d(Module):
 
     def forward(self, x):
         use_batch = self.training or not self.track_running_stats
+        y = F.batch_norm(x, self.running_mean if self.track_running_stats else None,
+                         self.running_var if self.track_running_stats else None, self.weight, self.bias,
+                         training=use_batch, momentum=self.momentum, eps=self.eps)
         if self.training and self.track_running_stats:
-            self.num_batches_tracked += 1
-        return F.batch_norm(x, self.running_mean if self.track_running_stats else None,
-                            self.running_var if self.track_running_stats else None, self.weight, self.bias,
-                            training=use_batch, momentum=self.momentum, eps=self.eps)
+            self.num_batches_tracked += 1        # in place: the buffer array stays the same object
+        return y
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
