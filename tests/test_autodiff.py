@@ -176,3 +176,16 @@ def test_tape_does_not_keep_unsaved_activations_alive():
     assert ref() is None
     out.backward(np.ones(1000))
     np.testing.assert_allclose(x.grad.numpy(), 2.0)
+
+
+def test_peak_saved_bytes_ignores_leaf_residuals_and_untaped_ops():
+    x = tm.randn(1000, seed=0, dtype="float64")            # a leaf that needs no grad...
+    w = tm.randn(1000, seed=1, dtype="float64", requires_grad=True)
+    with tm.memory.measure() as m:
+        y = x * w                                          # ...saved for w's cotangent: costs nothing extra
+    assert m.peak_saved_bytes == 0
+    with tm.memory.measure() as m:
+        with tm.no_grad():
+            (x.tanh() * 2.0).exp()                         # nothing taped: nothing counted, not even briefly
+    assert m.peak_saved_bytes == 0
+    del y

@@ -12,6 +12,7 @@ from numpy import ndarray
 
 from ..backend import device_of
 from ..errors import DeviceError, DTypeError
+from .. import memory
 from ..ops.base import Context
 from .state import state
 
@@ -57,7 +58,6 @@ def _check_operands(prim, inputs):
 def _uncount_leaves(ctx, inputs):
     """A residual that is a leaf input's own array (a parameter, the data batch) lives anyway: keeping a
     reference costs no memory, so it is not counted as saved bytes."""
-    from .. import memory
     leaves = [t.data for t in inputs if t._node is None]
     if not leaves:
         return
@@ -85,6 +85,7 @@ def apply(prim, *inputs, **params):
         any_tangent |= tn
         needs.append(g or tn)
     ctx = Context(needs, params)
+    peak0 = memory._peak
     y = prim.forward(ctx, *[t.data for t in inputs], **params)
     out = _wrap(y)
     if any_tangent:
@@ -95,6 +96,8 @@ def apply(prim, *inputs, **params):
     if any_grad:
         if ctx.nbytes:
             _uncount_leaves(ctx, inputs)
+            # Only this op's saves happened since peak0, so the true high-water mark is exact:
+            memory._peak = max(peak0, memory._saved)
         out.requires_grad = True
         out._node = Node(prim, ctx, tuple((t._node or t) if n and t.requires_grad else None
                                           for t, n in zip(inputs, needs)),
@@ -102,5 +105,6 @@ def apply(prim, *inputs, **params):
         if state.trace is not None:
             state.trace.append(out)
     else:
-        ctx.release()
+        ctx.release()       # nothing will differentiate through this op: its residuals never count
+        memory._peak = peak0
     return out

@@ -27,7 +27,7 @@ import numpy as np
 
 import tinymoon as tm
 import tinymoon.fewbit as fb
-from tinymoon import kernels, nn
+from tinymoon import nn
 from tinymoon.fewbit import quantized
 
 from .common import best_time, markdown, table, write_json

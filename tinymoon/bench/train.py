@@ -187,7 +187,8 @@ def parse(argv):
     p.add_argument("--steps", type=int, default=60, help="timed steps per framework and model (default 60)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps before timing (default 5)")
     p.add_argument("--threads", type=int, default=os.cpu_count(),
-                   help="torch.set_num_threads value (default: os.cpu_count(), what NumPy's BLAS uses)")
+                   help="torch.set_num_threads and numba.set_num_threads value (default: os.cpu_count(), what "
+                        "NumPy's BLAS uses unless OPENBLAS_NUM_THREADS says otherwise: set it to match)")
     p.add_argument("--full", action="store_true", help="also train --epochs full epochs and record test accuracy")
     p.add_argument("--epochs", type=int, default=5, help="epochs for --full (default 5)")
     p.add_argument("--cosine", action="store_true",
@@ -215,6 +216,13 @@ def run(argv=None):
             torch.set_num_threads(args.threads)
         except ImportError:
             print("PyTorch is not installed: tinymoon only (pip install torch to compare)")
+    numba_threads = None
+    try:                                   # Numba's pool can shrink at run time (BLAS's cannot: use the env var)
+        import numba
+        numba.set_num_threads(max(1, min(args.threads, numba.config.NUMBA_NUM_THREADS)))
+        numba_threads = numba.get_num_threads()
+    except ImportError:
+        pass
     dataset, train, test = load(args.synthetic)
     steps_per_epoch = math.ceil(len(train[1]) / args.batch_size)
     rows, results = [], {}
@@ -251,9 +259,9 @@ def run(argv=None):
     for r in rows:
         columns += [c for c in r if c not in columns]
     print(table(rows, columns, title=f"training on {dataset}, batch {args.batch_size}, Adam, float32; "
-                                     f"numpy BLAS threads {_blas_threads()}, torch threads "
+                                     f"numpy BLAS threads {_blas_threads()}, numba threads {numba_threads}, torch threads "
                                      f"{torch.get_num_threads() if torch else None}"))
-    payload = {"dataset": dataset, "args": vars(args), "blas_threads": _blas_threads(),
+    payload = {"dataset": dataset, "args": vars(args), "blas_threads": _blas_threads(), "numba_threads": numba_threads,
                "torch_threads": torch.get_num_threads() if torch else None,
                "extrapolation": f"seconds per epoch = seconds per step (mean over {args.steps} timed steps after "
                                 f"{args.warmup} warm-up steps) x {steps_per_epoch} steps",
