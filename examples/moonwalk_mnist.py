@@ -128,7 +128,7 @@ def main(argv=None):
     p.add_argument("--synthetic", action="store_true", help="tm.data.synthetic instead of MNIST (no download)")
     p.add_argument("--depth", type=int, default=32, help="hidden Linear layers (default 32)")
     p.add_argument("--width", type=int, default=64, help="hidden width (default 64)")
-    p.add_argument("--slope", type=float, default=0.2, help="leaky ReLU negative slope (default 0.2)")
+    p.add_argument("--slope", type=float, default=0.3, help="leaky ReLU negative slope (default 0.3)")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, cosine-annealed to 0")
     p.add_argument("--anchors", type=parse_anchors, default="auto",

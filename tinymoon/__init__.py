@@ -12,15 +12,21 @@ from .autodiff.reverse import grad, value_and_grad, vjp
 from .autodiff.state import enable_grad, is_grad_enabled, no_grad
 from .backend import cuda_available, float32, float64, int32, int64
 from .functional import *  # noqa: F401,F403
-from .functional import abs, pow  # noqa: A004
 from .tensor import (Tensor, arange, as_tensor, from_dlpack, full, generator, ones, ones_like, rand, randn,
                      tensor, zeros, zeros_like)
 from . import _methods  # noqa: F401  (binds operators and methods onto Tensor)
-# `from .functional import *` also exported the submodule functional.nn as `nn`: import tinymoon.nn explicitly
-# (a plain `from . import nn` would find that attribute and stop there).
-import importlib as _importlib  # noqa: E402
-nn = _importlib.import_module(".nn", __name__)
-from . import data, optim  # noqa: E402  (training: optimisers, datasets)
+from . import nn, data, optim  # noqa: E402  (training: modules, datasets, optimisers)
 from .serialization import load, save  # noqa: E402  (checkpoints)
+
+_ALGORITHMS = ("moonwalk", "fewbit", "randomized", "petra")
+
+
+def __getattr__(name):
+    """tm.moonwalk, tm.fewbit, tm.randomized, tm.petra: imported on first use (they are not needed to
+    build or train a model, and importing them eagerly would slow down `import tinymoon`)."""
+    if name in _ALGORITHMS:
+        import importlib
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'tinymoon' has no attribute {name!r}")
 
 __version__ = "0.1.0"

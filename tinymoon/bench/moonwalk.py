@@ -217,6 +217,41 @@ def float32_error(depths, slopes, anchor_list, width, batch):
     return rows
 
 
+def forward_modes(depths, width=8, n_in=16, batch=8):
+    """Seconds per gradient of the forward-only methods on a tiny leaky-ReLU MLP: naive forward (one jvp per
+    parameter: quadratic in depth), pure-forward Moonwalk (one jvp per input coordinate, then the sweep:
+    linear in depth), mixed Moonwalk and backprop."""
+    import tinymoon as tm
+    from tinymoon import moonwalk as mw
+    from tinymoon import nn
+    loss_fn = nn.CrossEntropyLoss()
+    r = np.random.default_rng(2)
+    x = r.standard_normal((batch, n_in))
+    y = r.integers(0, 4, batch)
+    rows = []
+    for depth in depths:
+        g = tm.generator(3)
+        layers = [nn.Linear(n_in, width, generator=g, dtype="float64")]
+        for _ in range(depth):
+            layers += [nn.LeakyReLU(0.5), nn.Linear(width, width, generator=g, dtype="float64")]
+        layers += [nn.LeakyReLU(0.5), nn.Linear(width, 4, generator=g, dtype="float64")]
+        model = _orthogonal(nn.Sequential(*layers), g)
+        row = {"depth": depth, "parameters": model.num_parameters()}
+        for name, fn in [("naive_forward", mw.naive_forward),
+                         ("pure_forward", lambda *a: mw.backward(*a, mode="forward")),
+                         ("mixed", mw.backward), ("backprop", mw.backprop)]:
+            def step(fn=fn):
+                model.zero_grad()
+                fn(model, loss_fn, x, y)
+            row[name + "_s"] = best_time(step, repeat=1 if name == "naive_forward" else 3, min_time=0.05)
+        row["naive_over_pure"] = row["naive_forward_s"] / row["pure_forward_s"]
+        rows.append(row)
+        print(f"  depth {depth:3d}: naive forward {row['naive_forward_s']:.3f} s, pure-forward Moonwalk "
+              f"{row['pure_forward_s']:.4f} s ({row['naive_over_pure']:.0f}x faster), mixed {row['mixed_s']:.4f} s, "
+              f"backprop {row['backprop_s']:.4f} s", flush=True)
+    return rows
+
+
 def plot(mem_rows, err_rows, path):
     try:
         import matplotlib
@@ -291,12 +326,16 @@ def run(argv=None):
     print(f"\n(4) float32 error of the sweep against float64 backprop (width {err_width}, batch 32, orthogonal W)")
     errs = float32_error(err_depths, [0.1, 0.01], [None, 4, 2, "auto"], err_width, 32)
     print(table(errs, ["slope", "depth", "anchors", "n_anchors", "anchor_KiB", "rel_error", "backprop_f32_error"]))
+    print("\n(5) forward-only gradients on a tiny MLP (16 inputs, width 8, batch 8, float64)")
+    fwd = forward_modes([2, 4] if a.quick else [2, 4, 8, 16])
+    print(table(fwd, ["depth", "parameters", "naive_forward_s", "pure_forward_s", "mixed_s", "backprop_s",
+                      "naive_over_pure"]))
     png = plot(mem, errs, os.path.join(a.out, f"{NAME}.png"))
     payload = {"config": {"width": width, "batch": a.batch, "depths": depths, "budget_MiB": a.budget,
                           "time_depth": time_depth, "repeat": repeat, "quick": a.quick,
                           "err_width": err_width, "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS")},
                "memory": mem, "deepest_fit_saved": fit, "deepest_fit_host": fit_host, "time": times,
-               "float32_error": errs, "plot": png,
+               "float32_error": errs, "forward_modes": fwd, "plot": png,
                "markdown": {"memory": markdown(mem, ["network", "method", "depth", "saved_MiB", "host_MiB"]),
                             "deepest_fit_saved": markdown(fit, ["network", "method", "fit_depths", "MiB_per_layer", "deepest",
                                                                 "x_backprop"]),
@@ -304,7 +343,9 @@ def run(argv=None):
                                                                     "x_backprop"]),
                             "time": markdown(times, ["network", "method", "depth", "ms_per_step", "x_backprop"]),
                             "float32_error": markdown(errs, ["slope", "depth", "anchors", "n_anchors", "anchor_KiB",
-                                                             "rel_error", "backprop_f32_error"])}}
+                                                             "rel_error", "backprop_f32_error"]),
+                            "forward_modes": markdown(fwd, ["depth", "parameters", "naive_forward_s", "pure_forward_s",
+                                                            "mixed_s", "backprop_s", "naive_over_pure"])}}
     write_json(NAME, payload, out_dir=a.out)
     return payload
 

@@ -26,8 +26,8 @@ class Activation(Module):
 
     def __init__(self, bits=None):
         super().__init__()
-        if bits is not None and (int(bits) != bits or bits < 1):
-            raise ValueError(f"{type(self).__name__}: bits must be None (exact) or a positive integer, got {bits!r}")
+        if bits is not None and (isinstance(bits, bool) or int(bits) != bits or not 1 <= bits <= 8):
+            raise ValueError(f"{type(self).__name__}: bits must be None (exact) or an integer in 1..8, got {bits!r}")
         self.bits = bits
 
     def fn_params(self):
@@ -35,6 +35,9 @@ class Activation(Module):
         return {}
 
     def _fn(self, x):
+        if self.bits is not None:          # few-bit: exact value, b-bit quantised derivative (tinymoon.fewbit)
+            from ..fewbit import activate  # lazy import: fewbit builds on nn, not the other way round
+            return activate(self.fn_name, x, bits=self.bits, **self.fn_params())
         return getattr(F, self.fn_name)(x, **self.fn_params())
 
     def forward(self, x):

@@ -49,9 +49,11 @@ def _pair(v, what):
 class Linear(Module):
     """y = x W^T + b, W of shape (out_features, in_features), on the last axis of x (any leading axes)."""
 
-    def __init__(self, in_features, out_features, bias=True, generator=None, dtype=None, device=None):
+    def __init__(self, in_features, out_features, bias=True, generator=None, dtype=None, device=None,
+                 grad_estimator=None):
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
+        self.grad_estimator = grad_estimator       # tinymoon.randomized: an unbiased weight-gradient estimator
         g = _generator(generator)
         self.weight = _empty_param((self.out_features, self.in_features), dtype, device)
         if bias:
@@ -68,6 +70,8 @@ class Linear(Module):
             init.uniform_(self.bias, -bound, bound, generator=g)
 
     def forward(self, x):
+        if self.grad_estimator is not None:
+            return self.grad_estimator.linear(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self):
@@ -84,8 +88,9 @@ class Conv2d(Module):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, padding_mode="zeros", generator=None, dtype=None, device=None):
+                 bias=True, padding_mode="zeros", generator=None, dtype=None, device=None, grad_estimator=None):
         super().__init__()
+        self.grad_estimator = grad_estimator       # tinymoon.randomized: an unbiased weight-gradient estimator
         in_channels, out_channels, groups = int(in_channels), int(out_channels), int(groups)
         if groups < 1 or in_channels % groups or out_channels % groups:
             raise ValueError(f"Conv2d: in_channels ({in_channels}) and out_channels ({out_channels}) must both be "
@@ -141,8 +146,9 @@ class Conv2d(Module):
             init.uniform_(self.bias, -bound, bound, generator=g)
 
     def forward(self, x):
-        return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self._functional_padding(),
-                        dilation=self.dilation, groups=self.groups, padding_mode=self.padding_mode)
+        conv = F.conv2d if self.grad_estimator is None else self.grad_estimator.conv2d
+        return conv(x, self.weight, self.bias, stride=self.stride, padding=self._functional_padding(),
+                    dilation=self.dilation, groups=self.groups, padding_mode=self.padding_mode)
 
     def extra_repr(self):
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
