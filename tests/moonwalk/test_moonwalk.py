@@ -299,6 +299,8 @@ def test_bad_arguments():
         mw.backward(model, LOSS, x, y, anchors=0)
     with pytest.raises(ValueError):
         mw.backward(model, LOSS, x, y, mode="forward", anchors=2)
+    with pytest.raises(ValueError, match="Dropout"):
+        mw.backward(nn.Sequential(nn.Dropout(0.5, generator=0), model), LOSS, x, y)
 
 
 def test_layernorm_and_tanh_chain():
@@ -344,3 +346,23 @@ def test_deep_circular_cnn(depth):
     x, y = data((2, 1, 8, 8), classes=3)
     assert_matches_backprop(model, x, y)
     assert_matches_backprop(model, x, y, anchor_first=False)      # the patchify stem inverted too
+
+
+def test_custom_module_is_one_chain_unit():
+    """A non-Sequential module whose data path is a chain (here Linear -> ReLU -> Linear, expanding) is one
+    unit: its primitives' fragments are recorded together and restored in order."""
+    class Block(nn.Module):
+        def __init__(self, g):
+            super().__init__()
+            self.a = nn.Linear(6, 9, generator=g, dtype=D)
+            self.b = nn.Linear(9, 6, generator=g, dtype=D)
+
+        def forward(self, x):
+            return self.b(self.a(x).relu())
+    g = tm.generator(12)
+    model = nn.Sequential(nn.Linear(6, 6, generator=g, dtype=D), Block(g), nn.LeakyReLU(0.5), Block(g),
+                          nn.Linear(6, 3, generator=g, dtype=D))
+    x, y = data((5, 6), classes=3)
+    assert_matches_backprop(model, x, y)
+    frags = mw.input_cotangent(model, LOSS, x, y).stash.get(("frag", 1))
+    assert frags is not None and frags[0] is not None and frags[1] is not None    # expanding linear, relu

@@ -64,3 +64,19 @@ def test_backward_leaves_grads_unaliased(spec, data):
             assert not np.shares_memory(g, a)
         for h in grads[i + 1:]:
             assert not np.shares_memory(g, h)
+
+
+@pytest.mark.parametrize("spec", [r for r in ROWS if "vijp" in r.modes and "float32" in r.dtypes],
+                         ids=_ids([r for r in ROWS if "vijp" in r.modes and "float32" in r.dtypes]))
+@given(data=st.data())
+def test_vijp_keeps_the_dtype(spec, data):
+    """Inverse mode in float32 stays float32 (a boolean derivative mask must not promote to float64)."""
+    arrays = spec.inputs(data.draw, "float32")
+    rest = [tm.tensor(a) for a in arrays[1:]]
+    f = lambda x: spec.fn(x, *rest)        # noqa: E731
+    out, vf = tm.vijp(f, tm.tensor(arrays[0]))
+    u = np.random.default_rng(0).standard_normal(out.shape).astype(np.float32)
+    frags = vf.fragments(u)
+    _, vjp_fn = tm.vjp(f, tm.tensor(arrays[0]))
+    y = vf(vjp_fn(u)[0], frags)
+    assert y.dtype == np.float32, f"{spec.name}: vijp returned {y.dtype}"

@@ -180,9 +180,8 @@ def test_checkpoint_resume_is_identical(tmp_path):
 def _mpi_or_skip():
     if shutil.which("mpiexec") is None:
         pytest.skip("mpiexec is not on PATH (install mpich or open-mpi to run the MPI executor tests)")
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
+    import importlib.util
+    if importlib.util.find_spec("mpi4py") is None:
         pytest.skip("mpi4py is not installed")
 
 

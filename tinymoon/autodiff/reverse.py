@@ -87,8 +87,17 @@ def backprop(root, y_bar, wrt=None, retain_graph=False):
                 node.released = True
     if wrt is not None:
         return [leaf_grads[id(t)][1] if id(t) in leaf_grads else None for t in wrt]
+    handed = set()
     for t, g in leaf_grads.values():
-        t.grad = wrap(g.copy() if t.grad is None else t.grad.data + g)
+        if t.grad is not None:
+            t.grad = wrap(t.grad.data + g)
+            continue
+        # A rule may pass a cotangent through unchanged (add) or as a view (reshape): copy only what could
+        # alias the seed, another leaf's gradient or a residual; fresh arrays are handed over as they are.
+        if g is y_bar or g.base is not None or id(g) in handed:
+            g = g.copy()
+        handed.add(id(g))
+        t.grad = wrap(g)
     return None
 
 

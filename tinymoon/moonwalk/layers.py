@@ -42,6 +42,12 @@ def flatten_units(model):
     """The units of `model`: the entries of nested Sequentials, in order (a non-Sequential is one unit)."""
     if not isinstance(model, Module):
         raise TypeError(f"moonwalk: the model must be a tinymoon.nn Module, got {type(model).__name__}")
+    for m in model.modules():
+        if type(m).__name__ == "Dropout" and m.training and getattr(m, "p", 0) > 0:
+            raise ValueError(
+                "moonwalk: the model contains Dropout in training mode; Moonwalk (like checkpointing) runs the "
+                "forward pass twice and a second Dropout mask would give a wrong gradient. Call model.eval() on "
+                "the Dropout modules, or use backprop for this model.")
     units = []
 
     def walk(m):

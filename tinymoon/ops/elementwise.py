@@ -61,6 +61,7 @@ class Diagonal(Primitive):
         xp = get_array_module(x_bar)
         d = cls.derivative(ctx, ctx.wrt)
         erased = cls._erased(ctx, d)
+        d = d.astype(x_bar.dtype, copy=False)        # a boolean mask (relu, clip...) must not promote
         if erased.any():
             if fragment is None:
                 raise cls.missing_fragment(f"{int(erased.sum())} coordinate(s) where |f'| < {DIAG_TOL}")

@@ -272,12 +272,9 @@ class Matmul(Primitive):
 
     @classmethod
     def fragment(cls, ctx, y_bar):
-        if ctx.wrt != 0 or len(ctx.b_shape) > 2:
-            return None          # the vijp raises and says why
-        plan = cls._plan(ctx)
-        if not plan.expanding:
-            return None
-        return plan.fragment(y_bar)
+        if ctx.wrt != 0 or len(ctx.b_shape) != 2 or ctx.b_shape[1] <= ctx.b_shape[0]:
+            return None          # not expanding: nothing erased (or the vijp raises and says why)
+        return cls._plan(ctx).fragment(y_bar)
 
     @classmethod
     def vijp(cls, ctx, x_bar, fragment):
@@ -349,10 +346,10 @@ class Linear(Primitive):
 
     @classmethod
     def fragment(cls, ctx, y_bar):
-        if ctx.wrt != 0:
-            return None
-        plan = cls._plan(ctx)
-        return plan.fragment(y_bar) if plan.expanding else None
+        out_f, in_f = ctx.weight.shape
+        if ctx.wrt != 0 or out_f <= in_f:
+            return None          # not expanding: nothing erased, and no factorisation is needed to say so
+        return cls._plan(ctx).fragment(y_bar)
 
     @classmethod
     def vijp(cls, ctx, x_bar, fragment):

@@ -145,10 +145,21 @@ class Channel:
             self.check_abort()
             self._progress()
             if time.monotonic() > deadline:
+                if peer < 0:
+                    raise PeerTimeout(peer, f"rank {self.rank}: {what} not reached by every rank within "
+                                            f"{self.timeout:g} s: a rank is dead or hung")
                 raise PeerTimeout(peer, f"rank {self.rank}: no {what} from rank {peer} within {self.timeout:g} s: "
                                         f"rank {peer} presumed dead or hung")
             time.sleep(self.poll)
         self.wait_s += time.perf_counter() - t0
+
+    def barrier(self, what, timeout):
+        """A non-blocking barrier with a deadline (at start-up the ranks may be seconds apart: imports)."""
+        saved, self.timeout = self.timeout, max(self.timeout, timeout)
+        try:
+            self.wait(self.comm.Ibarrier(), -1, what)
+        finally:
+            self.timeout = saved
 
     def _progress(self):
         if self.pending:
@@ -220,6 +231,7 @@ class MPIExecutor:
         self.inject = inject               # (rank, tick, mode) or None
         self.compute_s = self.loop_s = 0.0
         self.tick_times = []               # perf_counter at the end of every tick
+        self.startup_timeout = 300.0       # every rank must reach the first tick within this
 
     # ---- routing ---------------------------------------------------------------------------------------
     def _inputs(self, t, st):
@@ -291,6 +303,7 @@ class MPIExecutor:
 
     def run(self, until=None, checkpoint=None, checkpoint_every=None):
         end = self.schedule.ticks if until is None else min(until, self.schedule.ticks)
+        self.channel.barrier("start-up barrier", self.startup_timeout)
         t0 = time.perf_counter()
         while self.tick < end:
             self.step()
