@@ -27,7 +27,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -35,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataUnavailableError, DTypeError, ShapeError, TinymoonError
+from .serialization import atomic_write
 from .zstd import _CorruptStream, _blosc_decompress  # the decoder of the wheel's Zarr chunks
 
 __all__ = ["mnist", "synthetic", "DataLoader", "MNIST_MEAN", "MNIST_STD", "DataUnavailableError", "cache_dir"]
@@ -164,20 +164,7 @@ def _read_cache(path: Path, split: str):
 
 def _atomic_write_npz(path: Path, **arrays) -> None:
     """Write an .npz so that `path` is either the old file or the complete new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def mnist(split: str = "train", cache: bool = True):

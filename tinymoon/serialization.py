@@ -123,6 +123,38 @@ def _write_npz(f, arrays: dict) -> None:
     np.savez(f, **arrays)
 
 
+
+def atomic_write(path, write, mode=0o644) -> None:
+    """Write a file so that `path` is always either the old file or the complete new one, never half of one:
+    `write(f)` fills a temporary file in the same directory, which is fsynced, then renamed over `path`
+    (os.replace is atomic on POSIX and Windows), and the directory is fsynced so the rename is durable.
+    Used by every file tinymoon writes: checkpoints, the MNIST cache, few-bit tables."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)               # mkstemp creates 0600; checkpoints and caches are ordinary files
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:                                  # make the rename itself durable (POSIX); harmless where unsupported
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
 def save(obj, path) -> None:
     """Write `obj` (a state_dict: nested dicts/lists/tuples of arrays, Tensors and scalars) to `path`
     atomically. Raises CheckpointError naming the key for anything that cannot be stored without pickling."""
@@ -134,28 +166,7 @@ def save(obj, path) -> None:
                            for k, a in arrays.items()}}
     payload = dict(arrays)
     payload[_MANIFEST_KEY] = np.frombuffer(json.dumps(manifest).encode("utf-8"), dtype=np.uint8)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            _write_npz(f, payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:                        # make the rename itself durable (POSIX); harmless where unsupported
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    atomic_write(path, lambda f: _write_npz(f, payload))
 
 
 # ---- load -------------------------------------------------------------------------------------------------

@@ -44,27 +44,28 @@ def _topological(root):
     return order
 
 
-def backprop(root, y_bar, wrt=None, retain_graph=False):
-    """Propagate cotangent y_bar (an array of root's shape) through the tape.
+def sweep(nodes, grads, on_node=None, retain_graph=False):
+    """The reverse sweep over tape `nodes` (listed inputs before outputs).
 
-    wrt=None: accumulate into the .grad of every leaf that requires grad (Tensor.backward).
-    wrt=[leaf tensors]: return their cotangents (arrays or None) and leave every .grad untouched (tm.vjp).
+    grads maps id(node) -> the cotangent of that node's output (the seeds). Each node's cotangent goes
+    through its primitive's vjp rule, and the input cotangents pass on to the parent nodes in `nodes`;
+    cotangents for any other parent (a leaf, or a node outside the walk) are returned as
+    {id(parent): [parent, cotangent]}. on_node(k, node, g) runs before node k's vjp (Moonwalk records
+    fragments there: the only moment a cotangent exists inside the walk). Unless retain_graph, each node's
+    residuals are released as soon as it is done.
     """
-    from ..tensor import Tensor
-    wrap = Tensor._wrap
-    leaf_grads = {}                         # id(leaf) -> [leaf, cotangent]
-    if root._node is None:
-        leaf_grads[id(root)] = [root, y_bar]
-    else:
-        grads = {id(root._node): y_bar}     # id(node) -> cotangent of its output
-        for node in reversed(_topological(root)):
-            g = grads.pop(id(node), None)
-            if g is None:
-                continue
+    members = {id(n) for n in nodes}
+    outside = {}
+    for k in range(len(nodes) - 1, -1, -1):
+        node = nodes[k]
+        g = grads.pop(id(node), None)
+        if g is not None:
             if node.released:
                 raise GradientError(
                     f"backward through {node.prim.name} a second time: its residuals were already freed. "
                     "Pass retain_graph=True to the first backward if you need to differentiate twice.")
+            if on_node is not None:
+                on_node(k, node, g)
             cts = node.prim.vjp(node.ctx, g)
             if type(cts) is not tuple:
                 cts = (cts,)
@@ -73,18 +74,33 @@ def backprop(root, y_bar, wrt=None, retain_graph=False):
                     continue
                 if ct.shape != shape:
                     ct = unbroadcast(ct, shape)
-                if type(p) is Node:
+                if type(p) is Node and id(p) in members:
                     prev = grads.get(id(p))
                     grads[id(p)] = ct if prev is None else prev + ct
                 else:
-                    entry = leaf_grads.get(id(p))
+                    entry = outside.get(id(p))
                     if entry is None:
-                        leaf_grads[id(p)] = [p, ct]
+                        outside[id(p)] = [p, ct]
                     else:
                         entry[1] = entry[1] + ct
-            if not retain_graph:
-                node.ctx.release()
-                node.released = True
+        if not retain_graph:
+            node.ctx.release()
+            node.released = True
+    return outside
+
+
+def backprop(root, y_bar, wrt=None, retain_graph=False):
+    """Propagate cotangent y_bar (an array of root's shape) through the tape.
+
+    wrt=None: accumulate into the .grad of every leaf that requires grad (Tensor.backward).
+    wrt=[leaf tensors]: return their cotangents (arrays or None) and leave every .grad untouched (tm.vjp).
+    """
+    from ..tensor import Tensor
+    wrap = Tensor._wrap
+    if root._node is None:
+        leaf_grads = {id(root): [root, y_bar]}
+    else:
+        leaf_grads = sweep(_topological(root), {id(root._node): y_bar}, retain_graph=retain_graph)
     if wrt is not None:
         return [leaf_grads[id(t)][1] if id(t) in leaf_grads else None for t in wrt]
     handed = set()

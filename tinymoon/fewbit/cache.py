@@ -30,12 +30,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from ..serialization import atomic_write
 from .activations import activation
 from .errors import FewBitError
 from .solver import DEFAULT_DOMAIN, DEFAULT_GRID, DEFAULT_WEIGHT, solve
@@ -88,23 +88,9 @@ def checksum(arrays: dict) -> str:
 def write_npz_atomic(path, arrays: dict, compressed=False):
     """Write arrays (+ their checksum under 'checksum') to `path` atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = dict(arrays)
     payload["checksum"] = np.array(checksum(arrays))
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            (np.savez_compressed if compressed else np.savez)(fh, **payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)              # mkstemp creates 0600; a cache/package file is world-readable
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda fh: (np.savez_compressed if compressed else np.savez)(fh, **payload))
 
 
 def _read_npz_checked(path) -> dict:

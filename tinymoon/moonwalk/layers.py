@@ -23,9 +23,8 @@ Kinds of unit:
 from __future__ import annotations
 
 from .. import memory
-from ..autodiff.apply import Node
 from ..autodiff.inverse import VijpFunction, trace_chain
-from ..autodiff.reverse import backprop, unbroadcast
+from ..autodiff.reverse import backprop, sweep
 from ..autodiff.state import enable_grad, no_grad, state
 from ..errors import NotInvertibleError
 from ..nn.module import Module, Sequential
@@ -208,15 +207,8 @@ def record_forward(units, x0):
 
 
 def _may_erase(node):
-    """Whether asking this node for a fragment can return one. Skips the submersive cases whose fragment
-    call would cost real work (a linear layer would factorise W Wᵀ just to say 'nothing')."""
-    prim = node.prim
-    if prim.submersive:
-        return False
-    if prim.name == "linear":
-        w = getattr(node.ctx, "weight", None)
-        return w is None or w.shape[0] > w.shape[1]        # only expanding layers erase
-    return True
+    """Whether asking this node for a fragment can return one (submersive primitives never erase)."""
+    return not node.prim.submersive
 
 
 def reverse_unit(tape, h_out, record_fragments=True):
@@ -230,30 +222,15 @@ def reverse_unit(tape, h_out, record_fragments=True):
         return h_out, None
     chain = tape.kind == "chain"
     frags = [None] * len(nodes) if (chain and record_fragments) else None
-    members = {id(n) for n in nodes}
-    grads = {id(tape.out_node): h_out}
+
+    def record(k, node, g):
+        if frags is not None and _may_erase(node):
+            frags[k] = node.prim.fragment(node.ctx, g)           # the only time h exists inside this unit
+
+    outside = sweep(nodes, {id(tape.out_node): h_out}, on_node=record)
     h_in = None
-    for k in range(len(nodes) - 1, -1, -1):
-        node = nodes[k]
-        g = grads.pop(id(node), None)
-        if g is not None:
-            if frags is not None and _may_erase(node):
-                frags[k] = node.prim.fragment(node.ctx, g)       # the only time h exists inside this unit
-            cts = node.prim.vjp(node.ctx, g)
-            if type(cts) is not tuple:
-                cts = (cts,)
-            for p, ct, shape in zip(node.parents, cts, node.shapes):
-                if ct is None or p is None:
-                    continue
-                if ct.shape != shape:
-                    ct = unbroadcast(ct, shape)
-                if type(p) is Node and id(p) in members:
-                    prev = grads.get(id(p))
-                    grads[id(p)] = ct if prev is None else prev + ct
-                else:                                            # the unit's input
-                    h_in = ct if h_in is None else h_in + ct
-        node.ctx.release()
-        node.released = True
+    for _, ct in outside.values():                               # the unit's input (parameters are frozen)
+        h_in = ct if h_in is None else h_in + ct
     if h_in is None:
         raise NotInvertibleError("moonwalk: no cotangent reached a unit's input: its output does not depend on it")
     return h_in, frags
