@@ -15,7 +15,8 @@ with K = Cg·kh·kw and L = H_out·W_out.  Then the three maps are matrix produc
                tap, distinct output positions hit distinct pixels, so a slice `+=` is exact (no np.add.at).
 The batched matmuls need no transposed copies: numpy.matmul hands the transposed views to BLAS directly.
 
-Which CPU implementation is the default: see CPU_CHOICE in dispatch.py (measured by the kernels bench).
+Which CPU implementation is the default: see CPU_CHOICE in dispatch.py (measured by the kernels bench:
+the reference for forward and grad_weight, Numba for grad_input).
 The reference builds cols with one strided-view copy (as_strided over the padded input) and does col2im in
 kh·kw slice additions; the Numba version gathers cols in parallel over (n, c) planes with bounds checks
 instead of materialising the padded input, and does col2im per plane in parallel.  GEMMs stay in BLAS.

@@ -38,17 +38,17 @@ _FUNC = {"act_forward": "act"}  # act_forward's implementations are called act_<
 
 # Default on host arrays: op -> (implementation, minimum element count; below it "reference").
 # Backed by `python -m tinymoon.bench kernels` (docs/kernels.md), 2-core CPU, 2026-11-21:
-#  - matmul: BLAS always wins; the Numba blocked kernel is for reading and cross-checking.
-#  - conv2d_*: both are im2col + the same BLAS GEMMs (which dominate).  Numba builds cols ~2x faster in
-#    isolation, but whole-map totals tied on a quiet machine and the reference won clearly under load (a
-#    parallel Numba loop waits for its slowest thread, and its OpenMP workers spin while BLAS starts):
-#    the reference (BLAS threads only) is the default.
-#  - pointwise / fewbit / relu-mask / pack_bins: the fused one-pass Numba kernels win once the array is
-#    large enough to amortise the thread launch (~10 µs); np.packbits (SIMD) wins for plain masks.
+#  - matmul: BLAS always wins (3.6-4.5x over the Numba blocked kernel); Numba is for reading and checking.
+#  - conv2d: both are im2col + the same BLAS GEMMs.  grad_input: Numba's parallel per-plane col2im beats
+#    kh*kw strided NumPy slice additions on the dense and grouped layers (1.6-3x; lost 0.9x on a small
+#    strided one).  forward / grad_weight: the reference's single strided copy won on the dense layers
+#    (the main case: batch 64, 32->64, 28x28) and lost on the grouped one; we pick by the main case.
+#  - act_forward, relu mask, fewbit, pack_bins: the fused one-pass Numba kernels win (1.5-7.6x) once the
+#    array amortises the thread launch (~10 µs); plain masks: np.packbits/unpackbits (SIMD) win.
 CPU_CHOICE = {
     "matmul": ("reference", 0),
     "conv2d_forward": ("reference", 0),
-    "conv2d_grad_input": ("reference", 0),
+    "conv2d_grad_input": ("numba", 1 << 16),
     "conv2d_grad_weight": ("reference", 0),
     "pack_bits": ("reference", 0),
     "unpack_bits": ("reference", 0),
@@ -137,11 +137,16 @@ def array_kind(a):
 
 
 def _size(arrays):
-    return max((int(np.prod(getattr(a, "shape", ()))) for a in arrays), default=0)
+    return max((int(getattr(a, "size", 1)) for a in arrays), default=0)
 
 
 def choose(op, *arrays):
     """The implementation name that will run `op` on these arrays (raises if a forced one cannot)."""
+    if _context.get() is None and _global is None and ENV_VAR not in os.environ:
+        # the common case, kept cheap (it runs for every small op): host arrays, nothing forced
+        if all(type(a) is np.ndarray for a in arrays):
+            impl, min_size = CPU_CHOICE[op]
+            return impl if min_size == 0 or _size(arrays) >= min_size else "reference"
     kinds = {array_kind(a) for a in arrays}
     name = forced()
     if name is None:
@@ -171,11 +176,31 @@ def choose(op, *arrays):
     return name
 
 
+_resolved = {}
+
+
+def _quiet_openmp():
+    """Before Numba starts its OpenMP thread pool: make idle workers sleep instead of spin.
+
+    Measured on 2 cores (docs/kernels.md, `python -m tinymoon.bench ops`): after a parallel Numba kernel,
+    spinning OpenMP workers starve the OpenBLAS threads of the next GEMM (a conv forward+backward went
+    from 72 ms to 1.95 s). OMP_WAIT_POLICY is read when the OpenMP runtime loads, i.e. at Numba's first
+    parallel launch, so setting it here (unless the user chose a policy) affects Numba's pool only, not a
+    PyTorch imported earlier. Unlike NUMBA_THREADING_LAYER=workqueue, it is safe when several Python
+    threads launch parallel kernels at once."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def resolve(op, impl):
-    """The function implementing `op` in `impl`."""
-    module = _MODULES[impl] or _FAMILY[op]
-    mod = importlib.import_module(f"{__package__}.{module}")
-    return getattr(mod, f"{_FUNC.get(op, op)}_{impl}")
+    """The function implementing `op` in `impl` (imported on first use, then cached)."""
+    fn = _resolved.get((op, impl))
+    if fn is None:
+        if impl == "numba":
+            _quiet_openmp()
+        module = _MODULES[impl] or _FAMILY[op]
+        mod = importlib.import_module(f"{__package__}.{module}")
+        fn = _resolved[(op, impl)] = getattr(mod, f"{_FUNC.get(op, op)}_{impl}")
+    return fn
 
 
 def call(op, arrays, *args, **kwargs):

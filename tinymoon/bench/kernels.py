@@ -184,6 +184,9 @@ def bench_conv(quick):
             fns[f"{impl}_gw_ms"] = lambda gw=gw: gw(x, y_bar, w.shape, *args)
             fns[f"{impl}_total_ms"] = lambda fw=fw, gi=gi, gw=gw: (fw(x, w, *args), gi(y_bar, w, x.shape, *args),
                                                                   gw(x, y_bar, w.shape, *args))
+        # the public API with the dispatch defaults (CPU_CHOICE): what the ops layer gets
+        fns["default_total_ms"] = lambda: (K.conv2d_forward(x, w, *args), K.conv2d_grad_input(y_bar, w, x.shape, *args),
+                                           K.conv2d_grad_weight(x, y_bar, w.shape, *args))
         if torch is not None:
             tx = torch.tensor(x, requires_grad=True)
             tw = torch.tensor(w, requires_grad=True)
@@ -196,11 +199,12 @@ def bench_conv(quick):
             fns["torch_total_ms"] = torch_fb
         row.update({k: _ms(v) for k, v in interleaved_best(fns, rounds=7, min_time=0.0).items()})
         if torch is not None:
-            for impl in ("reference", "numba"):
+            for impl in ("reference", "numba", "default"):
                 row[f"{impl}/torch"] = row[f"{impl}_total_ms"] / row["torch_total_ms"]
         rows.append(row)
     cols = ["case"] + [f"{i}_{s}_ms" for i in ("reference", "numba") for s in ("fwd", "gin", "gw", "total")]
-    cols += ["torch_total_ms", "reference/torch", "numba/torch"] if torch is not None else []
+    cols += ["default_total_ms"]
+    cols += ["torch_total_ms", "reference/torch", "numba/torch", "default/torch"] if torch is not None else []
     print(table(rows, cols, "conv2d forward + grad_input + grad_weight (CPU)"))
     return rows
 
@@ -303,7 +307,8 @@ def run(args):
     write_json("kernels", result, opts.out)
     if opts.markdown:
         for name in chosen:
-            print(f"\n{name}\n" + markdown(result[name], list(result[name][0])))
+            columns = list(dict.fromkeys(c for row in result[name] for c in row))
+            print(f"\n{name}\n" + markdown(result[name], columns))
     return result
 
 

@@ -42,12 +42,6 @@ def op_overhead(n, torch):
     ta = tm.tensor(a, requires_grad=True)
     tb = tm.tensor(b, requires_grad=True)
 
-    def engine(fn):
-        def run():
-            ta.grad = tb.grad = None
-            fn(ta, tb).backward(g)
-        return run
-
     cases = {
         "add": (lambda x, y: x + y, lambda: (a + b, g, g)),
         "mul": (lambda x, y: x * y, lambda: (a * b, g * b, g * a)),
@@ -59,29 +53,73 @@ def op_overhead(n, torch):
     }
     rows = []
     for name, (fn, ref) in cases.items():
-        t_engine = best_time(engine(fn))
-        if name == "sum":
-            g_sum = np.ones(n, np.float32)
-            t_engine = best_time(lambda: fn(ta, tb).backward(g_sum))
+        seed = np.ones(n, np.float32) if name == "sum" else g
+
+        def run(fn=fn, seed=seed):
+            ta.grad = tb.grad = None
+            fn(ta, tb).backward(seed)
+        t_engine = best_time(run)
         t_np = best_time(ref)
         row = {"op": name, "size": f"{n}x{n}", "tinymoon_us": t_engine * 1e6, "numpy_us": t_np * 1e6,
                "overhead_us": (t_engine - t_np) * 1e6}
         if torch is not None:
             pa = torch.tensor(a, requires_grad=True)
             pb = torch.tensor(b, requires_grad=True)
-            pg = torch.tensor(g)
+            pg = torch.tensor(seed)
             tfn = {"add": lambda: pa + pb, "mul": lambda: pa * pb, "tanh": lambda: pa.tanh(),
                    "relu": lambda: pa.relu(), "exp": lambda: pa.exp(), "matmul": lambda: pa @ pb,
                    "sum": lambda: pa.sum(1)}[name]
 
             def trun():
                 pa.grad = pb.grad = None
-                out = tfn()
-                out.backward(pg if out.dim() == 2 else torch.ones(n))
+                tfn().backward(pg)
             row["torch_us"] = best_time(trun) * 1e6
             row["vs_torch"] = row["tinymoon_us"] / row["torch_us"]
         rows.append(row)
+    rows.append(chain_overhead(n, torch))
     return rows
+
+
+def chain_overhead(n, torch, length=16):
+    """Per-op overhead inside a graph: a chain of `length` multiplications and one backward, minus the same
+    math in NumPy, divided by `length` (a lone op + backward also pays backward()'s fixed cost)."""
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((n, n)).astype(np.float32)
+    g = np.ones((n, n), np.float32)
+    ta, tb = tm.tensor(a, requires_grad=True), tm.tensor(a, requires_grad=True)
+
+    def engine():
+        ta.grad = tb.grad = None
+        h = ta
+        for _ in range(length):
+            h = h * tb
+        h.backward(g)
+
+    def numpy_chain():
+        hs, h = [], a
+        for _ in range(length):
+            hs.append(h)
+            h = h * a
+        gh, gb = g, 0
+        for prev in reversed(hs):
+            gb = gb + gh * prev
+            gh = gh * a
+
+    t_e, t_n = best_time(engine), best_time(numpy_chain)
+    row = {"op": f"chain of {length} mul", "size": f"{n}x{n}", "tinymoon_us": t_e / length * 1e6,
+           "numpy_us": t_n / length * 1e6, "overhead_us": (t_e - t_n) / length * 1e6}
+    if torch is not None:
+        pa, pb, pg = torch.tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True), torch.tensor(g)
+
+        def trun():
+            pa.grad = pb.grad = None
+            h = pa
+            for _ in range(length):
+                h = h * pb
+            h.backward(pg)
+        row["torch_us"] = best_time(trun) / length * 1e6
+        row["vs_torch"] = row["tinymoon_us"] / row["torch_us"]
+    return row
 
 
 def mlp_step(torch, batch=256, sizes=(784, 1024, 1024, 10)):
