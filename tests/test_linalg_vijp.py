@@ -122,3 +122,15 @@ def test_linear_matches_numpy_and_saves_by_purpose():
     assert hasattr(ctx, "weight") and not hasattr(ctx, "x")
     ctx = tm.linear(tm.tensor(x), tm.tensor(w, requires_grad=True))._node.ctx
     assert hasattr(ctx, "x") and not hasattr(ctx, "weight")
+
+
+def test_square_linear_vijp_is_exact_and_singular_raises():
+    rng = np.random.default_rng(3)
+    w = tm.tensor(rng.standard_normal((6, 6)))
+    u, vf, frags, x_bar = _vijp_roundtrip(lambda x: tm.linear(x, w), rng.standard_normal((4, 6)), rng)
+    assert frags == [None]
+    np.testing.assert_allclose(vf(x_bar).numpy(), u, rtol=1e-9, atol=1e-10)
+    singular = np.ones((3, 3))
+    out, vf = tm.vijp(lambda a: a @ tm.tensor(singular), np.ones((2, 3)))
+    with pytest.raises(NotInvertibleError, match="matmul.*singular"):
+        vf(np.ones((2, 3)))
