@@ -32,9 +32,10 @@ from ..backend import get_array_module
 from ..errors import MissingRuleError, ShapeError
 from ..ops import conv as _conv
 from ..ops import linalg as _linalg
-from ..ops.base import Primitive, add_terms
+from ..ops.base import Primitive
 from ..ops.masks import BitMask
 from ..tensor import as_tensor, generator as _generator
+from .estimated import EstimatedConv2d, EstimatedLinear
 from .probes import new_seed
 
 RULES = ("uniform", "optimal")
@@ -237,115 +238,41 @@ def expand(ctx, x_shape, dtype, xp):
     return x_hat
 
 
-class SampledConv2d(Primitive):
+class SampledConv2d(EstimatedConv2d):
     """conv2d whose weight cotangent uses an unbiased sparse (RAD sampling) or low-rank sketch x̂ of its input:
-    w̄ ≈ ȳ (*) x̂ (exact kernel, exact zero padding), x̄ = conv_transpose(ȳ, w) exact, b̄ exact.
-    Low-rank views x as the (B·C) x (H·W) matrix. jvp exact (keep_input); vijp along x: conv2d's."""
+    w̄ ≈ ȳ (*) x̂ (exact kernel, exact zero padding). Low-rank views x as the (B·C) x (H·W) matrix. The exact
+    parts are in estimated.py."""
     name = "sampled_conv2d"
-    submersive = False
 
-    @staticmethod
-    def forward(ctx, x, w, b=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", kind="sparse",
-                budget=0.1, rule="uniform", seed=0, per_sample=True, keep_input=False, vijp_tol=None,
-                vijp_maxiter=None):
-        stride, pad, dilation, groups, out_hw = _conv.conv_config(
-            x.shape, w.shape, None if b is None else b.shape, stride, padding, dilation, groups, padding_mode)
-        ctx.cfg = dict(stride=stride, pad=pad, dilation=dilation, groups=groups, out_hw=out_hw)
-        ctx.x_shape, ctx.w_shape, ctx.dtype = tuple(x.shape), tuple(w.shape), x.dtype
+    @classmethod
+    def keep(cls, ctx, x, kind="sparse", budget=0.1, rule="uniform", seed=0, per_sample=True):
         ctx.matrix_shape = (x.shape[0] * x.shape[1], x.shape[2] * x.shape[3])
-        ctx.save_for(0, w=w)
-        if ctx.needs[1]:
-            compress(ctx, x, kind, budget, rule, seed, per_sample)
-            if keep_input:
-                ctx.save_for(1, x=x)
-        y = _conv._lin(ctx, x, w)
-        if b is not None:
-            y = y + b.reshape(1, -1, 1, 1)
-        return y
+        compress(ctx, x, kind, budget, rule, seed, per_sample)
 
     @classmethod
-    def jvp(cls, ctx, x_dot, w_dot, b_dot=None):
-        return add_terms(None if x_dot is None else _conv._lin(ctx, x_dot, ctx.w),
-                         None if w_dot is None else _conv._lin(ctx, ctx.x, w_dot),
-                         None if b_dot is None else b_dot.reshape(1, -1, 1, 1))
-
-    @classmethod
-    def vjp(cls, ctx, y_bar):
-        xp = get_array_module(y_bar)
-        y_bar = xp.ascontiguousarray(y_bar)
-        x_bar = _conv._lin_t(ctx, y_bar, ctx.w, ctx.x_shape) if ctx.needs[0] else None
-        w_bar = None
-        if ctx.needs[1]:
-            cfg = ctx.cfg
-            x_hat = expand(ctx, ctx.x_shape, ctx.dtype, xp)
-            pad = cfg["pad"]
-            if ctx.params["padding_mode"] == "circular":
-                x_hat, pad = _conv._circular_pad(x_hat, pad), ((0, 0), (0, 0))
-            w_bar = kernels.conv2d_grad_weight(x_hat, y_bar, ctx.w_shape, cfg["stride"], pad, cfg["dilation"],
-                                               cfg["groups"])                   # ŵ = ȳ (*) x̂
-        out = (x_bar, w_bar)
-        if len(ctx.needs) == 3:
-            out += (y_bar.sum(axis=(0, 2, 3)) if ctx.needs[2] else None,)
-        return out
-
-    @classmethod
-    def fragment(cls, ctx, y_bar):
-        return _conv.Conv2d.fragment(ctx, y_bar)
-
-    @classmethod
-    def vijp(cls, ctx, x_bar, fragment):
-        return _conv.Conv2d.vijp(ctx, x_bar, fragment)
+    def weight_cotangent(cls, ctx, y_bar):
+        cfg = ctx.cfg
+        x_hat = expand(ctx, ctx.x_shape, ctx.dtype, get_array_module(y_bar))
+        pad = cfg["pad"]
+        if ctx.params["padding_mode"] == "circular":
+            x_hat, pad = _conv._circular_pad(x_hat, pad), ((0, 0), (0, 0))
+        return kernels.conv2d_grad_weight(x_hat, y_bar, ctx.w_shape, cfg["stride"], pad, cfg["dilation"],
+                                          cfg["groups"])                   # ŵ = ȳ (*) x̂
 
 
-class SampledLinear(Primitive):
+class SampledLinear(EstimatedLinear):
     """linear whose weight cotangent W̄ ≈ ȳᵀ x̂ uses a sparse or low-rank sketch x̂ of the input (rows x in)."""
     name = "sampled_linear"
-    submersive = False
 
-    @staticmethod
-    def forward(ctx, x, weight, bias=None, kind="sparse", budget=0.1, rule="uniform", seed=0, per_sample=True,
-                keep_input=False):
-        if weight.ndim != 2 or x.ndim == 0 or x.shape[-1] != weight.shape[1]:
-            raise ShapeError(f"sampled_linear: input of shape {x.shape} does not fit weight of shape {weight.shape}")
-        if bias is not None and bias.shape != (weight.shape[0],):
-            raise ShapeError(f"sampled_linear: bias of shape {bias.shape} does not fit weight {weight.shape}")
-        ctx.save_for(0, weight=weight)
-        ctx.x_shape, ctx.dtype = x.shape, x.dtype
+    @classmethod
+    def keep(cls, ctx, x, kind="sparse", budget=0.1, rule="uniform", seed=0, per_sample=True):
         ctx.matrix_shape = (-1, x.shape[-1])
-        if ctx.needs[1]:
-            compress(ctx, x, kind, budget, rule, seed, per_sample)
-            if keep_input:
-                ctx.save_for(1, x=x)
-        y = _linalg._matmul(x.reshape(-1, x.shape[-1]), weight.T)
-        if bias is not None:
-            y += bias
-        return y.reshape(x.shape[:-1] + (weight.shape[0],))
-
-    @staticmethod
-    def jvp(ctx, x_dot, w_dot, b_dot=None):
-        return _linalg.Linear.jvp(ctx, x_dot, w_dot, b_dot)
-
-    @staticmethod
-    def vjp(ctx, y_bar):
-        xp = get_array_module(y_bar)
-        g = y_bar.reshape(-1, y_bar.shape[-1])
-        x_bar = w_bar = b_bar = None
-        if ctx.needs[0]:
-            x_bar = _linalg._matmul(g, ctx.weight).reshape(ctx.x_shape)
-        if ctx.needs[1]:
-            x_hat = expand(ctx, ctx.x_shape, ctx.dtype, xp)
-            w_bar = _linalg._matmul(g.T, x_hat.reshape(-1, ctx.x_shape[-1]))   # W̄ ≈ ȳᵀ x̂
-        if len(ctx.needs) > 2 and ctx.needs[2]:
-            b_bar = g.sum(0)
-        return (x_bar, w_bar) if len(ctx.needs) == 2 else (x_bar, w_bar, b_bar)
+        compress(ctx, x, kind, budget, rule, seed, per_sample)
 
     @classmethod
-    def fragment(cls, ctx, y_bar):
-        return _linalg.Linear.fragment(ctx, y_bar)
-
-    @classmethod
-    def vijp(cls, ctx, x_bar, fragment):
-        return _linalg.Linear.vijp(ctx, x_bar, fragment)
+    def weight_cotangent(cls, ctx, g):
+        x_hat = expand(ctx, ctx.x_shape, ctx.dtype, get_array_module(g))
+        return _linalg._matmul(g.T, x_hat.reshape(-1, ctx.x_shape[-1]))   # W̄ ≈ ȳᵀ x̂
 
 
 # ---------------------------------------------------------------------------------------- functional forms

@@ -46,8 +46,8 @@ from ..backend import get_array_module
 from ..errors import ShapeError
 from ..ops import conv as _conv
 from ..ops import linalg as _linalg
-from ..ops.base import Primitive, add_terms
 from ..tensor import as_tensor, generator as _generator
+from .estimated import EstimatedConv2d, EstimatedLinear
 from .probes import DISTRIBUTIONS, new_seed, probe_matrix
 
 MODES = ("independent", "multichannel")
@@ -134,143 +134,64 @@ def estimate_conv_weight(ctx, y_bar, z, path):
     return out.reshape(ctx.w_shape)
 
 
-class SketchedConv2d(Primitive):
-    """conv2d whose weight cotangent is a trace estimate from a stored sketch (inputs (x, w) or (x, w, b)).
-
-    Residuals by purpose: w for the x cotangent (exact); the sketch X̄ = Zᵀ x and the seed of Z for the w
-    cotangent (instead of x). jvp is exact: when a tangent is present the functional form sets keep_input and
-    x is kept (forward mode has no tape, so it is released right after). vijp along x: the same as conv2d's
-    (it needs only w), delegated to tinymoon.ops.conv.Conv2d.
-    """
+class SketchedConv2d(EstimatedConv2d):
+    """conv2d whose weight cotangent is a trace estimate from a stored sketch (see estimated.py for the
+    exact parts). Residuals for the w cotangent: the sketch X̄ = Zᵀ x and the seed of Z, instead of x."""
     name = "sketched_conv2d"
-    submersive = False
 
-    @staticmethod
-    def forward(ctx, x, w, b=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", probes=16,
-                mode="independent", dist="gaussian", seed=0, path="auto", keep_input=False, vijp_tol=None,
-                vijp_maxiter=None):
-        stride, pad, dilation, groups, out_hw = _conv.conv_config(
-            x.shape, w.shape, None if b is None else b.shape, stride, padding, dilation, groups, padding_mode)
+    @classmethod
+    def validate(cls, x, probes=16, mode="independent", dist="gaussian", seed=0, path="auto"):
         _check_dist(mode, dist)
-        ctx.cfg = dict(stride=stride, pad=pad, dilation=dilation, groups=groups, out_hw=out_hw)
-        ctx.x_shape, ctx.w_shape = tuple(x.shape), tuple(w.shape)
-        ctx.save_for(0, w=w)                          # x̄ = conv_transpose(ȳ, w)
-        if ctx.needs[1]:
-            n, c, h, wd = x.shape
-            npix = h * wd
-            dim = npix if mode == "independent" else c * npix
-            z = _probes(seed, dim, probes, dist, c, x)
-            # X̄ = Zᵀ x: (B, C, r) per channel, or (B, r) over the channel x pixel vector
-            sketch = (x.reshape(-1, dim) @ z).reshape((n, c, probes) if mode == "independent" else (n, probes))
-            ctx.save_for(1, sketch=sketch)
-            ctx.seed = seed
-            if keep_input:
-                ctx.save_for(1, x=x)                  # only for the exact forward-mode term conv(x, w_dot)
-        y = _conv._lin(ctx, x, w)
-        if b is not None:
-            y = y + b.reshape(1, -1, 1, 1)
-        return y
 
     @classmethod
-    def jvp(cls, ctx, x_dot, w_dot, b_dot=None):
-        # ẏ = conv(ẋ, w) + conv(x, ẇ) + ḃ  (exact)
-        return add_terms(None if x_dot is None else _conv._lin(ctx, x_dot, ctx.w),
-                         None if w_dot is None else _conv._lin(ctx, ctx.x, w_dot),
-                         None if b_dot is None else b_dot.reshape(1, -1, 1, 1))
+    def keep(cls, ctx, x, probes=16, mode="independent", dist="gaussian", seed=0, path="auto"):
+        n, c, h, wd = x.shape
+        dim = h * wd if mode == "independent" else c * h * wd
+        z = _probes(seed, dim, probes, dist, c, x)
+        # X̄ = Zᵀ x: (B, C, r) per channel, or (B, r) over the channel x pixel vector
+        sketch = (x.reshape(-1, dim) @ z).reshape((n, c, probes) if mode == "independent" else (n, probes))
+        ctx.save_for(1, sketch=sketch)
+        ctx.seed = seed
 
     @classmethod
-    def vjp(cls, ctx, y_bar):
-        xp = get_array_module(y_bar)
-        y_bar = xp.ascontiguousarray(y_bar)
-        x_bar = _conv._lin_t(ctx, y_bar, ctx.w, ctx.x_shape) if ctx.needs[0] else None   # exact
-        w_bar = None
-        if ctx.needs[1]:
-            p = ctx.params
-            n, c, h, w = ctx.x_shape
-            dim = h * w if p["mode"] == "independent" else c * h * w
-            z = _probes(ctx.seed, dim, p["probes"], p["dist"], c, y_bar)     # the same Z as in forward
-            path = p["path"]
-            if path == "auto":
-                trace, rebuild = _conv_flops(ctx, p["probes"])
-                path = "trace" if trace <= rebuild else "reconstruct"
-            w_bar = estimate_conv_weight(ctx, y_bar, z, path)
-        out = (x_bar, w_bar)
-        if len(ctx.needs) == 3:
-            out += (y_bar.sum(axis=(0, 2, 3)) if ctx.needs[2] else None,)           # b̄ = Σ ȳ (exact)
-        return out
-
-    @classmethod
-    def fragment(cls, ctx, y_bar):
-        return _conv.Conv2d.fragment(ctx, y_bar)
-
-    @classmethod
-    def vijp(cls, ctx, x_bar, fragment):
-        return _conv.Conv2d.vijp(ctx, x_bar, fragment)
+    def weight_cotangent(cls, ctx, y_bar):
+        p = ctx.params
+        n, c, h, w = ctx.x_shape
+        dim = h * w if p["mode"] == "independent" else c * h * w
+        z = _probes(ctx.seed, dim, p["probes"], p["dist"], c, y_bar)     # the same Z as in forward
+        path = p["path"]
+        if path == "auto":
+            trace, rebuild = _conv_flops(ctx, p["probes"])
+            path = "trace" if trace <= rebuild else "reconstruct"
+        return estimate_conv_weight(ctx, y_bar, z, path)
 
 
 # ------------------------------------------------------------------------------------------------ linear
-class SketchedLinear(Primitive):
-    """y = x Wᵀ + b whose weight cotangent is estimated from a row sketch X̄ = Zᵀ x (Z: M x r, M the rows of x).
-
-    Residuals: W for the x cotangent (exact), X̄ and the seed for the W cotangent. jvp exact (keep_input, as
-    for conv). vijp along x: tinymoon.ops.linalg.Linear's.
-    """
+class SketchedLinear(EstimatedLinear):
+    """linear whose weight cotangent is estimated from a row sketch X̄ = Zᵀ x (Z: M x r, M the rows of x):
+    W̄ = ȳᵀ x ≈ (ȳᵀ Z) X̄. The exact parts are in estimated.py."""
     name = "sketched_linear"
-    submersive = False
 
-    @staticmethod
-    def forward(ctx, x, weight, bias=None, probes=16, dist="gaussian", seed=0, keep_input=False):
-        if weight.ndim != 2 or x.ndim == 0 or x.shape[-1] != weight.shape[1]:
-            raise ShapeError(f"sketched_linear: input of shape {x.shape} does not fit weight of shape "
-                             f"{weight.shape} (weight must be (out_features, in_features) and x (..., in_features))")
-        if bias is not None and bias.shape != (weight.shape[0],):
-            raise ShapeError(f"sketched_linear: bias of shape {bias.shape} does not fit weight {weight.shape}")
+    @classmethod
+    def validate(cls, x, probes=16, dist="gaussian", seed=0):
         if dist == "block_orthogonal":
             raise ValueError("sketched_linear: dist='block_orthogonal' is for multichannel conv sketches; use "
                              "'gaussian', 'rademacher' or 'orthogonal'")
-        ctx.save_for(0, weight=weight)                    # x̄ = ȳ W
-        ctx.x_shape = x.shape
-        y = _linalg._matmul(x.reshape(-1, x.shape[-1]), weight.T)
-        if bias is not None:
-            y += bias
-        y = y.reshape(x.shape[:-1] + (weight.shape[0],))
-        if ctx.needs[1]:
-            x2 = x.reshape(-1, x.shape[-1])
-            z = _probes(seed, x2.shape[0], probes, dist, 1, x)
-            ctx.save_for(1, sketch=z.T @ x2)              # X̄ = Zᵀ x, (r, in)
-            ctx.seed = seed
-            if keep_input:
-                ctx.save_for(1, x=x)
-        return y
-
-    @staticmethod
-    def jvp(ctx, x_dot, w_dot, b_dot=None):
-        return _linalg.Linear.jvp(ctx, x_dot, w_dot, b_dot)
-
-    @staticmethod
-    def vjp(ctx, y_bar):
-        g = y_bar.reshape(-1, y_bar.shape[-1])
-        x_bar = w_bar = b_bar = None
-        if ctx.needs[0]:
-            x_bar = _linalg._matmul(g, ctx.weight).reshape(ctx.x_shape)         # x̄ = ȳ W (exact)
-        if ctx.needs[1]:
-            p = ctx.params
-            z = _probes(ctx.seed, g.shape[0], p["probes"], p["dist"], 1, g)
-            w_bar = _linalg._matmul(g.T @ z, ctx.sketch)                        # W̄ ≈ (ȳᵀ Z) X̄
-        if len(ctx.needs) > 2 and ctx.needs[2]:
-            b_bar = g.sum(0)
-        return (x_bar, w_bar) if len(ctx.needs) == 2 else (x_bar, w_bar, b_bar)
 
     @classmethod
-    def fragment(cls, ctx, y_bar):
-        return _linalg.Linear.fragment(ctx, y_bar)
+    def keep(cls, ctx, x, probes=16, dist="gaussian", seed=0):
+        x2 = x.reshape(-1, x.shape[-1])
+        z = _probes(seed, x2.shape[0], probes, dist, 1, x)
+        ctx.save_for(1, sketch=z.T @ x2)              # X̄ = Zᵀ x, (r, in)
+        ctx.seed = seed
 
     @classmethod
-    def vijp(cls, ctx, x_bar, fragment):
-        return _linalg.Linear.vijp(ctx, x_bar, fragment)
+    def weight_cotangent(cls, ctx, g):
+        p = ctx.params
+        z = _probes(ctx.seed, g.shape[0], p["probes"], p["dist"], 1, g)
+        return _linalg._matmul(g.T @ z, ctx.sketch)    # W̄ ≈ (ȳᵀ Z) X̄
 
 
-# ---------------------------------------------------------------------------------------- functional forms
 def _tensors(x, weight, bias):
     ts = [as_tensor(x), as_tensor(weight)] + ([] if bias is None else [as_tensor(bias)])
     return ts, any(t.tangent is not None for t in ts)
