@@ -32,10 +32,7 @@ class Sigmoid(Diagonal):
 
     @staticmethod
     def forward(ctx, x):
-        xp = get_array_module(x)
-        # 1/(1+e^-x) for x >= 0 and e^x/(1+e^x) for x < 0: never overflows.
-        e = xp.exp(-xp.abs(x))
-        y = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        y = _sigmoid(x)
         ctx.save(y=y)
         return y
 
@@ -176,6 +173,7 @@ class Softplus(Diagonal):
 
 
 def _sigmoid(x):
+    """1/(1+e^-x) for x >= 0 and e^x/(1+e^x) for x < 0: never overflows."""
     xp = get_array_module(x)
     e = xp.exp(-xp.abs(x))
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))

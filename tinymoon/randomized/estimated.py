@@ -17,8 +17,8 @@ from ..ops import linalg as _linalg
 from ..ops.base import Primitive, add_terms
 
 
-class EstimatedConv2d(Primitive):
-    """conv2d (inputs (x, w) or (x, w, b)) with an estimated weight cotangent."""
+class _EstimatedWeight(Primitive):
+    """The three hooks of an estimator (see the module docstring)."""
     submersive = False
 
     @classmethod
@@ -27,11 +27,17 @@ class EstimatedConv2d(Primitive):
 
     @classmethod
     def keep(cls, ctx, x, **options):
+        """Store, with ctx.save_for(1, ...), what the weight cotangent will be estimated from."""
         raise NotImplementedError
 
     @classmethod
     def weight_cotangent(cls, ctx, y_bar):
+        """The estimate of the weight cotangent (for linear, y_bar comes row-stacked: M x out)."""
         raise NotImplementedError
+
+
+class EstimatedConv2d(_EstimatedWeight):
+    """conv2d (inputs (x, w) or (x, w, b)) with an estimated weight cotangent."""
 
     @classmethod
     def forward(cls, ctx, x, w, b=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
@@ -77,22 +83,8 @@ class EstimatedConv2d(Primitive):
         return _conv.Conv2d.vijp(ctx, x_bar, fragment)
 
 
-class EstimatedLinear(Primitive):
+class EstimatedLinear(_EstimatedWeight):
     """y = x Wᵀ + b (W (out_features, in_features), x (..., in_features)) with an estimated weight cotangent."""
-    submersive = False
-
-    @classmethod
-    def validate(cls, x, **options):
-        """Check the estimator's options (runs whether or not the weight needs a cotangent)."""
-
-    @classmethod
-    def keep(cls, ctx, x, **options):
-        raise NotImplementedError
-
-    @classmethod
-    def weight_cotangent(cls, ctx, g):
-        """The estimate of W̄ = gᵀ x for the row-stacked cotangent g (M x out)."""
-        raise NotImplementedError
 
     @classmethod
     def forward(cls, ctx, x, weight, bias=None, keep_input=False, **options):
