@@ -300,10 +300,6 @@ class Maximum(Diagonal):
     def _erased(cls, ctx, d):
         return ~d
 
-    @classmethod
-    def vijp(cls, ctx, x_bar, fragment):
-        return super().vijp(ctx, x_bar, fragment)
-
 
 class Minimum(Maximum):
     """min(a, b). At a tie the gradient goes to a (the first operand)."""
