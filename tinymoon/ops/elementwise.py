@@ -331,7 +331,7 @@ class Where(Maximum):
 
     @classmethod
     def jvp(cls, ctx, c_dot, a_dot, b_dot):
-        return Maximum.jvp.__func__(cls, ctx, a_dot, b_dot)
+        return super().jvp(ctx, a_dot, b_dot)      # the condition has no tangent
 
     @classmethod
     def vjp(cls, ctx, y_bar):
