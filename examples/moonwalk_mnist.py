@@ -58,8 +58,9 @@ def load(args):
     return (xtr, ytr), (xte, yte)
 
 
-def accuracy(model, images, labels, batch=1000):
-    loader = tm.data.DataLoader(images, labels, batch, normalize=(tm.data.MNIST_MEAN, tm.data.MNIST_STD))
+def accuracy(model, images, labels, batch=1000, device="cpu"):
+    loader = tm.data.DataLoader(images, labels, batch, normalize=(tm.data.MNIST_MEAN, tm.data.MNIST_STD),
+                                device=device)
     correct = 0
     with tm.no_grad():
         for x, y in loader:
@@ -68,11 +69,11 @@ def accuracy(model, images, labels, batch=1000):
 
 
 def train(method, args, train_set, test_set):
-    model = build_model(args.depth, args.width, args.slope, seed=args.seed)
+    model = build_model(args.depth, args.width, args.slope, seed=args.seed).to(args.device)
     loss_fn = nn.CrossEntropyLoss()
     opt = tm.optim.Adam(model.parameters(), lr=args.lr)
     loader = tm.data.DataLoader(*train_set, args.batch, shuffle=True, generator=args.seed,
-                                normalize=(tm.data.MNIST_MEAN, tm.data.MNIST_STD))
+                                normalize=(tm.data.MNIST_MEAN, tm.data.MNIST_STD), device=args.device)
     # the cosine decay to 0 also makes the result insensitive to float32 rounding: two runs whose gradients
     # differ by ~1e-6 (Moonwalk's sweep, or simply another summation order) end within ~0.1 point
     sched = tm.optim.CosineAnnealingLR(opt, T_max=max(1, args.epochs * len(loader)))
@@ -102,7 +103,7 @@ def train(method, args, train_set, test_set):
             sched.step()
             total, n = total + float(loss.item()), n + 1
         print(f"  {method:8s} epoch {epoch + 1}: train loss {total / n:.4f}  ({time.perf_counter() - t0:.0f} s)", flush=True)
-    acc = accuracy(model, *test_set)
+    acc = accuracy(model, *test_set, device=args.device)
     secs = time.perf_counter() - t0
     print(f"  {method:8s} test accuracy {acc:.2f}%   memory per step: saved {mem.peak_saved_bytes / 2**20:.2f} MiB, "
           f"host {mem.peak_host_bytes / 2**20:.2f} MiB   time {secs:.0f} s", flush=True)
@@ -134,6 +135,7 @@ def main(argv=None):
     p.add_argument("--anchors", type=parse_anchors, default="auto",
                    help="Moonwalk cotangent anchors: 'auto' (condition estimate, default), K (every K layers) or none")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="'cpu' or 'cuda' (needs tinymoon-autodiff[gpu] and a GPU)")
     args = p.parse_args(argv)
     train_set, test_set = load(args)
     print(f"{len(train_set[1])} training images; {args.depth} hidden layers of width {args.width}, batch {args.batch}")

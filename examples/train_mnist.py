@@ -118,9 +118,9 @@ def train(args):
     t_data = time.perf_counter() - t_start
     norm = (tm.data.MNIST_MEAN, tm.data.MNIST_STD)
     train_loader = tm.data.DataLoader(xtr, ytr, batch_size=args.batch_size, shuffle=True, generator=args.seed,
-                                      normalize=norm)
-    test_loader = tm.data.DataLoader(xte, yte, batch_size=1000, normalize=norm)
-    model = build_model(args.model, args.seed)
+                                      normalize=norm, device=args.device)
+    test_loader = tm.data.DataLoader(xte, yte, batch_size=1000, normalize=norm, device=args.device)
+    model = build_model(args.model, args.seed).to(args.device)
     opt = make_optimizer(args.optimizer, list(model.parameters()), args.lr)
     sched = None
     if args.cosine:
@@ -128,7 +128,7 @@ def train(args):
     loss_fn = nn.CrossEntropyLoss()
     print(f"{'synthetic' if args.synthetic else 'MNIST'}: {len(ytr)} training / {len(yte)} test images "
           f"(loaded in {t_data:.1f} s); {args.model}: {model.num_parameters()} parameters; "
-          f"{args.optimizer} lr={args.lr}, batch {args.batch_size}")
+          f"{args.optimizer} lr={args.lr}, batch {args.batch_size}, on {args.device}")
     if args.verbose:
         print(model)
     history = {"step_loss": [], "epoch": [], "train_loss": [], "test_loss": [], "test_acc": [], "seconds": []}
@@ -228,6 +228,7 @@ def parse_args(argv=None):
                         "core machine one thread trained an epoch 5x faster than two (34 s vs 188 s): "
                         "spinning thread pools stall each other. Ignored if OPENBLAS_NUM_THREADS / "
                         "NUMBA_NUM_THREADS are already set, or when imported as a module")
+    p.add_argument("--device", default="cpu", help="'cpu' or 'cuda' (needs tinymoon-autodiff[gpu] and a GPU)")
     p.add_argument("-v", "--verbose", action="store_true", help="print the model")
     args = p.parse_args(argv)
     if args.lr is None:

@@ -17,6 +17,7 @@ import contextlib
 import contextvars
 import importlib
 import os
+import sys
 
 import numpy as np
 
@@ -129,7 +130,8 @@ def array_kind(a):
     """'host' (NumPy / Python scalar), 'cupy', or 'device' (anything else exposing __cuda_array_interface__)."""
     if isinstance(a, (np.ndarray, np.generic, int, float, bool)):
         return "host"
-    if type(a).__module__.split(".")[0] == "cupy":
+    cupy = sys.modules.get("cupy")          # imported by whoever made the array; never imported here
+    if cupy is not None and isinstance(a, cupy.ndarray):
         return "cupy"
     if hasattr(a, "__cuda_array_interface__"):
         return "device"

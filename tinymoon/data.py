@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import backend
 from .errors import DataUnavailableError, DTypeError, ShapeError, TinymoonError
 from .serialization import atomic_write
 from .zstd import _CorruptStream, _blosc_decompress  # the decoder of the wheel's Zarr chunks
@@ -225,7 +226,7 @@ def synthetic(n: int = 1024, shape=(1, 28, 28), classes: int = 10, seed: int = 0
 def _host_array(a, what):
     if hasattr(a, "numpy") and callable(a.numpy):  # a tinymoon Tensor (or anything that offers .numpy())
         a = a.numpy()
-    elif hasattr(a, "get") and type(a).__module__.startswith("cupy"):
+    elif backend.is_cupy_array(a):
         a = a.get()
     a = np.asarray(a)
     if a.dtype == object:

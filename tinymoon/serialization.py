@@ -33,6 +33,7 @@ from urllib.parse import quote
 
 import numpy as np
 
+from . import backend
 from .errors import CheckpointError
 
 __all__ = ["save", "load", "check_state_dict", "FORMAT", "VERSION"]
@@ -48,11 +49,10 @@ def _to_host_array(x):
         return x
     if isinstance(x, np.generic):
         return None
-    if type(x).__module__.startswith("cupy") and hasattr(x, "get"):
+    if backend.is_cupy_array(x):
         return x.get()
-    if callable(getattr(x, "numpy", None)):        # tinymoon Tensor / Parameter
-        a = x.numpy()
-        return a.get() if type(a).__module__.startswith("cupy") else np.asarray(a)
+    if callable(getattr(x, "numpy", None)):        # tinymoon Tensor / Parameter (or any .numpy() array)
+        return backend.to_device(x.numpy(), "cpu")
     return None
 
 

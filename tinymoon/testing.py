@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import backend
 from .autodiff.forward import jvp
 from .autodiff.inverse import vijp
 from .autodiff.reverse import vjp
@@ -21,7 +22,7 @@ from .tensor import Tensor, as_tensor
 
 
 def _np(x):
-    return x.numpy() if isinstance(x, Tensor) else np.asarray(x)
+    return x.numpy() if isinstance(x, Tensor) else backend.to_device(x, "cpu")
 
 
 def _fname(f):
@@ -46,14 +47,23 @@ def assert_close(actual, expected, rtol, atol, what):
             f"entry {tuple(int(k) for k in i)}: actual {a[i]!r}, expected {e[i]!r}")
 
 
-def check_grads(f, args, modes=("jvp", "vjp", "vijp"), eps=1e-6, rtol=1e-6, atol=1e-7, seed=0, wrt=None):
+def check_grads(f, args, modes=("jvp", "vjp", "vijp"), eps=1e-6, rtol=1e-6, atol=1e-7, seed=0, wrt=None,
+                device=None):
     """Check f's jvp, vjp and vijp rules at `args` (float64 arrays/tensors). Returns None or raises.
 
     wrt: indices of the arguments to differentiate (default: every float argument). The vijp check is
-    along args[0].
+    along args[0]. device: run f there ('cpu', 'cuda'); the arguments, directions and cotangents are moved
+    to it, the comparisons happen on the host. Default: where the arguments already are.
     """
     rng = np.random.default_rng(seed)
     xs = [as_tensor(a) for a in args]
+    if device is not None:
+        xs = [x.to(device).detach() for x in xs]
+    dev = xs[0].device if xs else "cpu"
+
+    def on_dev(a):                      # host random directions -> the arguments' device
+        return backend.to_device(a, dev)
+
     if wrt is None:
         wrt = [i for i, x in enumerate(xs) if x.dtype.kind == "f"]
     for i in wrt:
@@ -69,7 +79,7 @@ def check_grads(f, args, modes=("jvp", "vjp", "vijp"), eps=1e-6, rtol=1e-6, atol
             full[i] = v
         return f(*full)
 
-    ts = [rng.standard_normal(xs[i].shape) for i in wrt]
+    ts = [on_dev(rng.standard_normal(xs[i].shape)) for i in wrt]
     jt = None
     if "jvp" in modes or "vjp" in modes:
         out, jt = jvp(lambda *v: call_with(v), [xs[i] for i in wrt], ts)
@@ -83,9 +93,9 @@ def check_grads(f, args, modes=("jvp", "vjp", "vijp"), eps=1e-6, rtol=1e-6, atol
     if "vjp" in modes:
         out, vjp_fn = vjp(lambda *v: call_with(v), *[xs[i] for i in wrt])
         u = rng.standard_normal(out.shape)
-        cts = vjp_fn(u)
+        cts = vjp_fn(on_dev(u))
         lhs = float(np.sum(u * jt))
-        rhs = float(sum(np.sum(_np(c) * t) for c, t in zip(cts, ts)))
+        rhs = float(sum(np.sum(_np(c) * _np(t)) for c, t in zip(cts, ts)))
         assert_close(rhs, lhs, rtol=rtol, atol=atol * max(1.0, abs(lhs)),
                      what=f"check_grads[vjp] {name}{shapes}: adjoint identity <u, J t> vs <u J, t>")
     if "vijp" in modes:
@@ -97,18 +107,18 @@ def check_grads(f, args, modes=("jvp", "vjp", "vijp"), eps=1e-6, rtol=1e-6, atol
 
         out, vf = vijp(along_first, xs[0])
         u = rng.standard_normal(out.shape)
-        frags = vf.fragments(u)
+        frags = vf.fragments(on_dev(u))
         _, vjp_fn = vjp(along_first, xs[0])
-        x_bar = _np(vjp_fn(u)[0])
-        y_rec = _np(vf(x_bar, frags))
+        x_bar = _np(vjp_fn(on_dev(u))[0])
+        y_rec = _np(vf(on_dev(x_bar), frags))
         scale = max(1.0, float(np.max(np.abs(u)))) if u.size else 1.0
         assert_close(y_rec, u, rtol=rtol * 10, atol=atol * 10 * scale,
                      what=f"check_grads[vijp] {name}{shapes}: vijp(u J, fragment(u)) vs u")
-        assert_close(_np(vjp_fn(y_rec)[0]), x_bar, rtol=rtol * 10, atol=atol * 10 * scale,
+        assert_close(_np(vjp_fn(on_dev(y_rec))[0]), x_bar, rtol=rtol * 10, atol=atol * 10 * scale,
                      what=f"check_grads[vijp] {name}{shapes}: vjp(vijp(x_bar)) vs x_bar")
         if any(fr is not None for fr in frags):
             try:
-                vf(x_bar, None)
+                vf(on_dev(x_bar), None)
             except NotInvertibleError:
                 pass
             else:

@@ -8,6 +8,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 import tinymoon as tm
+from tinymoon.backend import to_device
 
 from .spec import OpSpec, values
 
@@ -200,7 +201,7 @@ def running_stats(c, dtype):
 
 
 def _bn_eval(x, w, b):
-    rm, rv = running_stats(x.shape[1], x.dtype)
+    rm, rv = (to_device(a, x.device) for a in running_stats(x.shape[1], x.dtype))
     return tm.batch_norm(x, rm, rv, w, b, training=False)
 
 

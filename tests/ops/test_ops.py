@@ -7,7 +7,7 @@ import pathlib
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import tinymoon as tm
 from tinymoon.testing import check_grads
@@ -80,3 +80,19 @@ def test_vijp_keeps_the_dtype(spec, data):
     _, vjp_fn = tm.vjp(f, tm.tensor(arrays[0]))
     y = vf(vjp_fn(u)[0], frags)
     assert y.dtype == np.float32, f"{spec.name}: vijp returned {y.dtype}"
+
+
+@pytest.mark.parametrize("spec", ROWS, ids=_ids(ROWS))
+@settings(max_examples=3, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_every_rule_on_the_device(spec, data, gpu_device):
+    """The same gradient identities with every array on the device (a fake GPU, or a real one), and the
+    forward value there equal to the CPU's: no rule may reach for NumPy on device data."""
+    device = gpu_device
+    arrays = spec.inputs(data.draw, "float64")
+    check_grads(spec.fn, arrays, modes=spec.modes, rtol=spec.rtol, atol=spec.atol,
+                wrt=None if spec.wrt is None else list(spec.wrt), device=device)
+    out = spec.fn(*[tm.tensor(a, device=device) for a in arrays])
+    assert out.device.startswith("cuda")
+    np.testing.assert_allclose(out.numpy(), spec.fn(*[tm.tensor(a) for a in arrays]).numpy(), rtol=1e-12,
+                               atol=1e-12, err_msg=spec.name)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..autodiff.apply import apply
+from ..backend import device_of
+from ..errors import DeviceError
 from ..ops import conv as C
 from ..ops import dropout as D
 from ..ops import norm as N
@@ -101,11 +103,16 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Tr
     or None) are updated IN PLACE with momentum, running_var with the unbiased variance (as PyTorch).
     training=False: the running statistics normalise (a per-channel affine map)."""
     ts, flags = _affine(weight, bias)
+    x = as_tensor(x)
     rm, rv = _raw(running_mean), _raw(running_var)
+    for a, what in ((rm, "running_mean"), (rv, "running_var")):
+        if a is not None and device_of(a) != x.device:
+            raise DeviceError(f"batch_norm: {what} is on {device_of(a)} but x is on {x.device}; keep the "
+                              f"running statistics with the data (Module.to(device) moves a BatchNorm's buffers)")
     if training or rm is None or rv is None:
-        return apply(N.BatchNorm, as_tensor(x), *ts, running_mean=rm if training else None,
+        return apply(N.BatchNorm, x, *ts, running_mean=rm if training else None,
                      running_var=rv if training else None, momentum=momentum, eps=eps, **flags)
-    return apply(N.BatchNormEval, as_tensor(x), *ts, running_mean=rm, running_var=rv, eps=eps, **flags)
+    return apply(N.BatchNormEval, x, *ts, running_mean=rm, running_var=rv, eps=eps, **flags)
 
 
 def dropout(x, p, generator, training=True):

@@ -6,6 +6,7 @@ element.
 """
 from __future__ import annotations
 
+from .. import kernels
 from ..backend import get_array_module
 
 
@@ -20,12 +21,10 @@ class BitMask:
 
     @classmethod
     def pack(cls, mask):
-        xp = get_array_module(mask)
-        return cls(xp.packbits(mask.ravel(), bitorder="little"), mask.shape)
+        return cls(kernels.pack_bits(mask), mask.shape)
 
     def unpack(self):
-        xp = get_array_module(self.packed)
-        return xp.unpackbits(self.packed, count=self.size, bitorder="little").view(bool).reshape(self.shape)
+        return kernels.unpack_bits(self.packed, self.size).reshape(self.shape)
 
     @property
     def nbytes(self):
