@@ -12,7 +12,7 @@ Public API (the ops layer calls exactly these):
   pack_bits(mask) / unpack_bits(packed, n)
   pack_bins(idx, bits) / unpack_bins(packed, bits, n)
   act_forward(name, x, **params) -> (y, dydx)
-  relu_mask_forward(x) -> (y, packed) / masked_grad(packed, y_bar, slope=0.0)
+  relu_mask_forward(x, slope=0.0) -> (y, packed) / masked_grad(packed, y_bar, slope=0.0)
   fewbit_forward(name, x, borders, bits, **params) -> (y, packed) / fewbit_backward(packed, levels, bits, y_bar)
   set_impl(name_or_None), use(name), available_impls()
 """
@@ -28,6 +28,8 @@ from .pointwise import ACTIVATIONS, check_float, parse_activation
 __all__ = ["matmul", "conv2d_forward", "conv2d_grad_input", "conv2d_grad_weight", "pack_bits", "unpack_bits",
            "pack_bins", "unpack_bins", "act_forward", "relu_mask_forward", "masked_grad", "fewbit_forward",
            "fewbit_backward", "set_impl", "use", "available_impls", "ACTIVATIONS", "VALID_BITS", "nbytes_for"]
+
+dispatch._choose_threading_layer()   # before any parallel Numba launch in this process (see its docstring)
 
 
 def matmul(a, b):
@@ -111,10 +113,10 @@ def act_forward(name, x, **params):
     return dispatch.call("act_forward", (x,), name, x, **params)
 
 
-def relu_mask_forward(x):
-    """(relu(x), pack_bits(x > 0))."""
+def relu_mask_forward(x, slope=0.0):
+    """(y, pack_bits(x > 0)) with y = x where x > 0, else slope·x (relu: slope 0, exactly 0 there)."""
     check_float(x, "relu_mask_forward")
-    return dispatch.call("relu_mask_forward", (x,), x)
+    return dispatch.call("relu_mask_forward", (x,), x, float(slope))
 
 
 def masked_grad(packed, y_bar, slope=0.0):

@@ -57,15 +57,16 @@ def act_cupy(name, x, **params):
     return _act_kernel()(x, np.int32(code), x.dtype.type(p))
 
 
-def relu_mask_forward_cupy(x):
+def relu_mask_forward_cupy(x, slope=0.0):
     cp = _cupy()
-    return cp.maximum(x, 0), cp.packbits((x > 0).ravel(), bitorder="little")
+    y = cp.maximum(x, 0) if slope == 0 else cp.where(x > 0, x, x.dtype.type(slope) * x)
+    return y, cp.packbits((x > 0).ravel(), bitorder="little")
 
 
 def masked_grad_cupy(packed, y_bar, slope=0.0):
     cp = _cupy()
     bit = bitpack.unpack_bits_reference(packed, y_bar.size).reshape(y_bar.shape)
-    return cp.where(bit, y_bar, y_bar.dtype.type(slope) * y_bar)
+    return cp.where(bit, y_bar, y_bar.dtype.type(0) if slope == 0 else y_bar.dtype.type(slope) * y_bar)
 
 
 def fewbit_forward_cupy(name, x, borders, bits, **params):

@@ -181,16 +181,24 @@ def choose(op, *arrays):
 _resolved = {}
 
 
-def _quiet_openmp():
-    """Before Numba starts its OpenMP thread pool: make idle workers sleep instead of spin.
+def _choose_threading_layer():
+    """Before Numba starts its thread pool (its first parallel launch): pick a pool that never spins.
 
-    Measured on 2 cores (docs/kernels.md, `python -m tinymoon.bench ops`): after a parallel Numba kernel,
-    spinning OpenMP workers starve the OpenBLAS threads of the next GEMM (a conv forward+backward went
-    from 72 ms to 1.95 s). OMP_WAIT_POLICY is read when the OpenMP runtime loads, i.e. at Numba's first
-    parallel launch, so setting it here (unless the user chose a policy) affects Numba's pool only, not a
-    PyTorch imported earlier. Unlike NUMBA_THREADING_LAYER=workqueue, it is safe when several Python
-    threads launch parallel kernels at once."""
+    Measured on 2 cores (`python -m tinymoon.bench kernels`, docs/kernels.md, "Threading layer"):
+    - Numba's default OpenMP layer keeps idle workers spinning, and they starve the OpenBLAS threads of the
+      next GEMM (a conv forward+backward went from 72 ms to 1.95 s).  OMP_WAIT_POLICY=PASSIVE fixes that...
+    - ...but not a second OpenMP runtime: with PyTorch (its own libgomp) loaded first, an MLP step whose
+      ReLUs run the fused Numba kernel took 40 ms instead of 16 ms.
+    - The "workqueue" layer (a plain pthread pool that sleeps on a condition variable) is as fast as OpenMP
+      for these flat prange loops and does not care who else is loaded, so it is the default here.  It does
+      not support concurrent launches from several threads; ours cannot happen, because these kernels hold
+      the GIL (none is nogil).
+    A user's NUMBA_THREADING_LAYER wins; OMP_WAIT_POLICY=PASSIVE is still set (unless chosen) for that case."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        from numba import config
+        if config.THREADING_LAYER == "default":
+            config.THREADING_LAYER = "workqueue"
 
 
 def resolve(op, impl):
@@ -198,7 +206,7 @@ def resolve(op, impl):
     fn = _resolved.get((op, impl))
     if fn is None:
         if impl == "numba":
-            _quiet_openmp()
+            _choose_threading_layer()
         module = _MODULES[impl] or _FAMILY[op]
         mod = importlib.import_module(f"{__package__}.{module}")
         fn = _resolved[(op, impl)] = getattr(mod, f"{_FUNC.get(op, op)}_{impl}")

@@ -100,13 +100,15 @@ def act_reference(name, x, **params):
     raise AssertionError(code)
 
 
-def relu_mask_forward_reference(x):
-    return np.maximum(x, 0), pack_bits_reference(x > 0)
+def relu_mask_forward_reference(x, slope=0.0):
+    y = np.maximum(x, 0) if slope == 0 else np.where(x > 0, x, x.dtype.type(slope) * x)
+    return y, pack_bits_reference(x > 0)
 
 
 def masked_grad_reference(packed, y_bar, slope=0.0):
     bit = unpack_bits_reference(packed, y_bar.size).reshape(y_bar.shape)
-    return np.where(bit, y_bar, y_bar.dtype.type(slope) * y_bar)
+    off = y_bar.dtype.type(0) if slope == 0 else y_bar.dtype.type(slope) * y_bar   # relu: exactly 0 (even for ȳ = ∞)
+    return np.where(bit, y_bar, off)
 
 
 # ---------------------------------------------------------------------------------------------- numba CPU
@@ -229,9 +231,11 @@ def _tanh_grad_kernel(y, one, d):
 
 
 @njit(parallel=True, cache=True)
-def _relu_mask_kernel(x, y, packed):
+def _relu_mask_kernel(x, slope, y, packed):
     # one byte (8 elements) per iteration: no two iterations write the same byte.
+    # slope 0 (relu) writes an exact +0, not 0·x (which is −0 for negative x).
     n = x.size
+    zero = slope - slope
     for k in prange(packed.size):
         v = 0
         for t in range(min(8, n - 8 * k)):
@@ -240,19 +244,20 @@ def _relu_mask_kernel(x, y, packed):
                 y[8 * k + t] = xi
                 v |= 1 << t
             else:
-                y[8 * k + t] = 0
+                y[8 * k + t] = zero if slope == zero else slope * xi
         packed[k] = v
 
 
 @njit(parallel=True, cache=True)
 def _masked_grad_kernel(packed, y_bar, slope, x_bar):
-    # x̄ = ȳ where the bit is set (x > 0), slope·ȳ elsewhere.
+    # x̄ = ȳ where the bit is set (x > 0), slope·ȳ elsewhere (exactly 0 for slope 0, even where ȳ = ±∞).
     n = y_bar.size
+    zero = slope - slope
     for k in prange((n + 7) // 8):
         v = packed[k]
         for t in range(min(8, n - 8 * k)):
             g = y_bar[8 * k + t]
-            x_bar[8 * k + t] = g if (v >> t) & 1 else slope * g
+            x_bar[8 * k + t] = g if (v >> t) & 1 else (zero if slope == zero else slope * g)
 
 
 def act_numba(name, x, **params):
@@ -270,11 +275,11 @@ def act_numba(name, x, **params):
     return y.reshape(x.shape), d.reshape(x.shape)
 
 
-def relu_mask_forward_numba(x):
+def relu_mask_forward_numba(x, slope=0.0):
     xf = np.ascontiguousarray(x).reshape(-1)
     y = np.empty_like(xf)
     packed = np.empty(nbytes_for(xf.size, 1), np.uint8)
-    _relu_mask_kernel(xf, y, packed)
+    _relu_mask_kernel(xf, x.dtype.type(slope), y, packed)
     return y.reshape(x.shape), packed
 
 

@@ -206,8 +206,9 @@ def _binary(name):
 
 for _name in ("add", "radd", "sub", "rsub", "mul", "rmul", "truediv", "rtruediv", "floordiv", "rfloordiv",
               "mod", "rmod", "pow", "rpow", "matmul", "rmatmul", "and", "rand", "or", "ror", "xor", "rxor",
-              "lshift", "rshift", "lt", "le", "gt", "ge", "eq", "ne",
-              "iadd", "isub", "imul", "itruediv", "ifloordiv", "ipow", "iand", "ior", "ixor"):
+              "lshift", "rlshift", "rshift", "rrshift", "lt", "le", "gt", "ge", "eq", "ne",
+              "iadd", "isub", "imul", "itruediv", "ifloordiv", "imod", "ipow", "iand", "ior", "ixor", "ilshift",
+              "irshift"):
     _dunder = f"__{_name}__"
     if _name.startswith("i"):
         def _inplace(self, other, _d=_dunder):

@@ -54,17 +54,18 @@ def _act_kernel(code, x, k, y, d):
 
 
 @cuda.jit
-def _relu_mask_kernel(x, y, packed):
+def _relu_mask_kernel(x, slope, y, packed):
     k = cuda.grid(1)  # byte k: elements 8k .. 8k+7
     if k < packed.size:
         v = 0
+        zero = slope - slope
         for t in range(min(8, x.size - 8 * k)):
             xi = x[8 * k + t]
             if xi > 0:
                 y[8 * k + t] = xi
                 v |= 1 << t
             else:
-                y[8 * k + t] = 0
+                y[8 * k + t] = zero if slope == zero else slope * xi   # relu: +0, not 0·x = −0
         packed[k] = v
 
 
@@ -73,7 +74,8 @@ def _masked_grad_kernel(packed, y_bar, slope, x_bar):
     i = cuda.grid(1)
     if i < y_bar.size:
         g = y_bar[i]
-        x_bar[i] = g if (packed[i // 8] >> (i % 8)) & 1 else slope * g
+        zero = slope - slope
+        x_bar[i] = g if (packed[i // 8] >> (i % 8)) & 1 else (zero if slope == zero else slope * g)
 
 
 def act_cuda(name, x, **params):
@@ -85,12 +87,12 @@ def act_cuda(name, x, **params):
     return y.reshape(x.shape), d.reshape(x.shape)
 
 
-def relu_mask_forward_cuda(x):
+def relu_mask_forward_cuda(x, slope=0.0):
     xp = xp_of(x)
     xf = xp.ascontiguousarray(x).reshape(-1)
     y = xp.empty_like(xf)
     packed = xp.empty(nbytes_for(xf.size, 1), xp.uint8)
-    _relu_mask_kernel[blocks(packed.size), THREADS](arg(xf), y, packed)
+    _relu_mask_kernel[blocks(packed.size), THREADS](arg(xf), x.dtype.type(slope), y, packed)
     return y.reshape(x.shape), packed
 
 

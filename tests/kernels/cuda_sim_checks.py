@@ -66,6 +66,10 @@ def check_pointwise():
         np.testing.assert_array_equal(y.ravel(), np.maximum(x, 0))
         np.testing.assert_array_equal(packed, np.packbits(x > 0, bitorder="little"))
         np.testing.assert_array_equal(g, np.where(x > 0, x, dt(0.1) * x))
+        with K.use("cuda"):
+            y, packed = K.relu_mask_forward(x, 0.1)
+        np.testing.assert_array_equal(y, np.where(x > 0, x, dt(0.1) * x))
+        np.testing.assert_array_equal(packed, np.packbits(x > 0, bitorder="little"))
 
 
 def check_bitpack_and_fewbit():

@@ -1,21 +1,39 @@
-"""Real-GPU tests (`pytest -m gpu`): the "cuda" and "cupy" implementations on CuPy arrays against the
-NumPy reference.  Skipped without CuPy and a GPU."""
+"""The "cuda" and "cupy" implementations on CuPy arrays against the NumPy reference.
+
+Real GPU (`pytest -m gpu`, skipped without CuPy and a GPU): both implementations, numerics included.
+Fake GPU (tests/fake_cupy.py, everywhere): the "cupy" implementation's plumbing — its array calls are held
+to CuPy 14.2's API and host/device rules; its one ElementwiseKernel runs the NumPy reference there, so the
+activation numbers themselves are only checked on a real GPU. "cuda" (Numba CUDA) needs real device
+pointers and is skipped on the fake (the simulator tests in test_cuda_sim.py cover its kernels)."""
 import numpy as np
 import pytest
 
 from tinymoon.kernels import dispatch
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not dispatch.cupy_available() or dispatch.cuda_simulator(),
-                                 reason="needs CuPy and a real CUDA GPU")]
+from tests.conftest import fake_gpu
 
 IMPLS = ["cuda", "cupy"]
 TOL = {np.float32: dict(rtol=1e-4, atol=1e-4), np.float64: dict(rtol=1e-10, atol=1e-10)}
 
 
+@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.gpu)])
+def cp(request, impl):
+    if request.param == "real":
+        if not dispatch.cupy_available() or dispatch.cuda_simulator():
+            pytest.skip("needs CuPy and a real CUDA GPU")
+        yield pytest.importorskip("cupy")
+        return
+    if dispatch.cupy_available():
+        pytest.skip("a real GPU is present: the 'real' case covers it")
+    if impl == "cuda":
+        pytest.skip("Numba CUDA kernels need real device arrays (see test_cuda_sim.py for the simulator)")
+    with fake_gpu() as fake:
+        yield fake
+
+
 @pytest.fixture
-def cp():
-    return pytest.importorskip("cupy")
+def impl():
+    return "cupy"
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -65,6 +83,8 @@ def test_pointwise_bitpack_fewbit(cp, impl):
         y, packed = K.relu_mask_forward(xd)
         np.testing.assert_array_equal(cp.asnumpy(packed), np.packbits(x > 0, bitorder="little"))
         np.testing.assert_array_equal(cp.asnumpy(K.masked_grad(packed, xd, 0.1)), np.where(x > 0, x, np.float32(0.1) * x))
+        y, packed = K.relu_mask_forward(xd, 0.1)
+        np.testing.assert_array_equal(cp.asnumpy(y), np.where(x > 0, x, np.float32(0.1) * x))
         for bits in range(1, 9):
             idx = rng.integers(0, 2**bits, 1001).astype(np.uint8)
             p = K.pack_bins(cp.asarray(idx), bits)
@@ -76,5 +96,5 @@ def test_pointwise_bitpack_fewbit(cp, impl):
             np.testing.assert_array_equal(cp.asnumpy(K.fewbit_backward(p, levels, bits, xd)), want)
 
 
-def test_default_for_cupy_arrays_is_cupy(cp):
+def test_default_for_cupy_arrays_is_cupy(cp, impl):
     assert dispatch.choose("matmul", cp.ones((2, 2))) == "cupy"

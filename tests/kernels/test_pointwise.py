@@ -92,8 +92,14 @@ def test_relu_mask_and_masked_grad(shape, dtype, slope, seed):
     for f in (P.relu_mask_forward_reference, P.relu_mask_forward_numba):
         y, packed = f(x)
         np.testing.assert_array_equal(y, np.maximum(x, 0))
+        assert not np.signbit(y).any()                       # relu writes +0, never -0
         np.testing.assert_array_equal(packed, np.packbits(x.ravel() > 0, bitorder="little"))
-    want = np.where(x > 0, g, dtype(slope) * g)
+        y, packed_leaky = f(x, slope)
+        assert y.dtype == dtype
+        np.testing.assert_array_equal(y, np.where(x > 0, x, dtype(slope) * x))
+        np.testing.assert_array_equal(packed_leaky, packed)
+    g.ravel()[-1:] = np.inf                        # relu's x̄ is exactly 0 where x <= 0, even for ȳ = ∞
+    want = np.where(x > 0, g, dtype(slope) * g) if slope else np.where(x > 0, g, dtype(0))
     for f in (P.masked_grad_reference, P.masked_grad_numba):
         got = f(packed, g, slope)
         assert got.dtype == dtype and got.shape == g.shape

@@ -7,6 +7,7 @@ the derivative more cheaply).
 """
 from __future__ import annotations
 
+from .. import kernels
 from ..backend import get_array_module
 from .elementwise import Diagonal
 from .masks import BitMask, where_mask
@@ -48,9 +49,9 @@ class ReLU(Diagonal):
 
     @staticmethod
     def forward(ctx, x):
-        active = x > 0
-        ctx.save(mask=BitMask.pack(active))
-        return get_array_module(x).where(active, x, 0).astype(x.dtype, copy=False)
+        y, packed = kernels.relu_mask_forward(x)        # one pass: y and the bit per element of x > 0
+        ctx.save(mask=BitMask(packed, x.shape))
+        return y
 
     @classmethod
     def derivative(cls, ctx, i=0):
@@ -75,9 +76,9 @@ class LeakyReLU(Diagonal):
 
     @staticmethod
     def forward(ctx, x, slope=0.01):
-        active = x > 0
-        ctx.save(mask=BitMask.pack(active))
-        return get_array_module(x).where(active, x, slope * x).astype(x.dtype, copy=False)
+        y, packed = kernels.relu_mask_forward(x, slope)
+        ctx.save(mask=BitMask(packed, x.shape))
+        return y
 
     @classmethod
     def derivative(cls, ctx, i=0):

@@ -7,7 +7,6 @@ element.
 from __future__ import annotations
 
 from .. import kernels
-from ..backend import get_array_module
 
 
 class BitMask:
@@ -32,9 +31,5 @@ class BitMask:
 
 
 def where_mask(mask: BitMask, on, off_scale):
-    """on where the mask bit is set, off_scale * on elsewhere (the (leaky) ReLU vjp/jvp)."""
-    xp = get_array_module(on)
-    m = mask.unpack()
-    if off_scale == 0:
-        return xp.where(m, on, 0).astype(on.dtype, copy=False)
-    return xp.where(m, on, off_scale * on).astype(on.dtype, copy=False)
+    """on where the mask bit is set, off_scale * on elsewhere (the (leaky) ReLU vjp/jvp), in on's dtype."""
+    return kernels.masked_grad(mask.packed, on, off_scale)
