@@ -29,8 +29,6 @@ __all__ = ["matmul", "conv2d_forward", "conv2d_grad_input", "conv2d_grad_weight"
            "pack_bins", "unpack_bins", "act_forward", "relu_mask_forward", "masked_grad", "fewbit_forward",
            "fewbit_backward", "set_impl", "use", "available_impls", "ACTIVATIONS", "VALID_BITS", "nbytes_for"]
 
-dispatch._choose_threading_layer()   # before any parallel Numba launch in this process (see its docstring)
-
 
 def matmul(a, b):
     """a @ b with numpy.matmul semantics (1-D promotion, batch broadcasting)."""

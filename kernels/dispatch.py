@@ -181,24 +181,44 @@ def choose(op, *arrays):
 _resolved = {}
 
 
-def _choose_threading_layer():
-    """Before Numba starts its thread pool (its first parallel launch): pick a pool that never spins.
+OMP_POLICY_SET_HERE = False     # True once _choose_threading_layer has set OMP_WAIT_POLICY itself
 
-    Measured on 2 cores (`python -m tinymoon.bench kernels`, docs/kernels.md, "Threading layer"):
-    - Numba's default OpenMP layer keeps idle workers spinning, and they starve the OpenBLAS threads of the
-      next GEMM (a conv forward+backward went from 72 ms to 1.95 s).  OMP_WAIT_POLICY=PASSIVE fixes that...
-    - ...but not a second OpenMP runtime: with PyTorch (its own libgomp) loaded first, an MLP step whose
-      ReLUs run the fused Numba kernel took 40 ms instead of 16 ms.
-    - The "workqueue" layer (a plain pthread pool that sleeps on a condition variable) is as fast as OpenMP
-      for these flat prange loops and does not care who else is loaded, so it is the default here.  It does
-      not support concurrent launches from several threads; ours cannot happen, because these kernels hold
-      the GIL (none is nogil).
-    A user's NUMBA_THREADING_LAYER wins; OMP_WAIT_POLICY=PASSIVE is still set (unless chosen) for that case."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    if "NUMBA_THREADING_LAYER" not in os.environ:
-        from numba import config
-        if config.THREADING_LAYER == "default":
-            config.THREADING_LAYER = "workqueue"
+
+def _foreign_openmp_loaded():
+    """Is another OpenMP runtime (PyTorch's bundled libgomp, Intel's libiomp, LLVM's libomp) mapped into this
+    process already?  Linux: /proc/self/maps; elsewhere: is PyTorch imported (the case we measured)."""
+    try:
+        with open("/proc/self/maps") as f:
+            maps = f.read()
+    except OSError:
+        return "torch" in sys.modules
+    return any(lib in maps for lib in ("libgomp", "libiomp", "libomp"))
+
+
+def _choose_threading_layer():
+    """Just before Numba starts its thread pool (its first parallel launch): a pool that will not fight.
+
+    Measured on 2 cores (`python -m tinymoon.bench kernels --sections threading`, docs/kernels.md):
+    - Numba's OpenMP layer keeps idle workers spinning, and they starve the OpenBLAS threads of the next
+      GEMM (a conv forward+backward went from 72 ms to 1.95 s): OMP_WAIT_POLICY=PASSIVE (set here unless
+      the user chose a policy) makes them sleep.
+    - A second OpenMP runtime already running when Numba's starts (PyTorch, imported and used first) is not
+      cured by that: an MLP step whose ReLUs run the fused Numba kernel took 40 ms instead of 15 ms.  Then
+      we take the "workqueue" layer, a pthread pool that sleeps on a condition variable (15 ms).  It is
+      ~10% slower than OpenMP on memory-bound kernels otherwise, so it is not the default.  It cannot take
+      concurrent launches from several threads; ours cannot happen, as these kernels hold the GIL.
+    A user's NUMBA_THREADING_LAYER always wins."""
+    global OMP_POLICY_SET_HERE
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        OMP_POLICY_SET_HERE = True
+    if "NUMBA_THREADING_LAYER" in os.environ:
+        return
+    from numba import config
+    from numba.np.ufunc import parallel
+    if not getattr(parallel, "_is_initialized", False) and config.THREADING_LAYER == "default" \
+            and _foreign_openmp_loaded():
+        config.THREADING_LAYER = "workqueue"
 
 
 def resolve(op, impl):

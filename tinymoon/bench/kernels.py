@@ -3,7 +3,8 @@ baseline measured in the same run (best of several repeats).
 
 CPU:  matmul (Numba blocked kernel vs numpy.matmul/BLAS); fused activation forward+backward vs the unfused
       NumPy expressions; relu mask / few-bit forward+backward; pack/unpack throughput; conv2d forward +
-      both VJPs (reference and Numba) vs PyTorch CPU when torch is importable.
+      both VJPs (reference and Numba) vs PyTorch CPU when torch is importable; an MLP step under Numba's
+      OpenMP and workqueue threading layers, alone and after PyTorch.
 GPU (only with CuPy and a GPU): tiled Numba CUDA matmul vs cuBLAS at 4096², conv vs cuDNN (via torch),
       pointwise and packing as a fraction of the memory bandwidth.
 """
@@ -280,24 +281,90 @@ def bench_gpu():
     return out
 
 
+# One process per configuration: the threading layer is fixed at Numba's first parallel launch, and the
+# question is what a PyTorch loaded *before* it does to the pool.
+_THREADING_CHILD = r"""
+import json, os, sys, time
+if sys.argv[1] == "torch-first":
+    import torch
+    m, xt = torch.nn.Linear(784, 1024), torch.randn(256, 784)
+    for _ in range(10):
+        m(xt).sum().backward()
+import numpy as np
+import numba
+import tinymoon as tm
+from tinymoon import nn
+g = tm.generator(0)
+model = nn.Sequential(nn.Linear(784, 1024, generator=g), nn.ReLU(), nn.Linear(1024, 1024, generator=g), nn.ReLU(),
+                      nn.Linear(1024, 10, generator=g))
+r = np.random.default_rng(0)
+x, y = tm.tensor(r.standard_normal((256, 784)).astype(np.float32)), tm.tensor(r.integers(0, 10, 256))
+loss_fn, best = nn.CrossEntropyLoss(), float("inf")
+for _ in range(20):
+    t = time.perf_counter()
+    model.zero_grad()
+    loss_fn(model(x), y).backward()
+    best = min(best, time.perf_counter() - t)
+print(json.dumps({"layer": numba.threading_layer(), "ms": best * 1e3}))
+"""
+
+
+def bench_threading():
+    """MLP 784-1024-1024-10 training step (batch 256; its ReLUs run the fused Numba kernels) under Numba's
+    OpenMP and workqueue threading layers, alone and with PyTorch imported and run first."""
+    import importlib.util
+    import json
+    import os
+    import subprocess
+    import sys
+    orders = ["alone"] + (["torch-first"] if importlib.util.find_spec("torch") else [])
+    rows = []
+    for order in orders:
+        row = {"process": order}
+        for layer in ("omp", "workqueue", None):       # None: tinymoon's own choice
+            env = dict(os.environ)
+            env.pop("NUMBA_THREADING_LAYER", None)
+            if layer:
+                env["NUMBA_THREADING_LAYER"] = layer
+            if dispatch.OMP_POLICY_SET_HERE:     # the child must start as the user's process would
+                env.pop("OMP_WAIT_POLICY")
+            out = subprocess.run([sys.executable, "-c", _THREADING_CHILD, order], env=env, capture_output=True,
+                                 text=True, check=True).stdout
+            got = json.loads(out.strip().splitlines()[-1])
+            if layer:
+                row[f"{layer}_ms"] = round(got["ms"], 2)
+            else:
+                row["default_layer"], row["default_ms"] = got["layer"], round(got["ms"], 2)
+        row["omp/workqueue"] = row["omp_ms"] / row["workqueue_ms"]
+        rows.append(row)
+    print(table(rows, list(rows[0]), "threading layer: MLP training step (ms, best of 20)"))
+    return rows
+
+
 def run(args):
     parser = argparse.ArgumentParser(prog="python -m tinymoon.bench kernels")
     parser.add_argument("--quick", action="store_true", help="fewer and smaller cases")
     parser.add_argument("--out", default="bench_results", help="folder for kernels.json")
     parser.add_argument("--markdown", action="store_true", help="also print the tables as Markdown")
-    parser.add_argument("--sections", default="matmul,pointwise,packing,conv2d",
+    parser.add_argument("--sections", default="matmul,pointwise,packing,conv2d,threading",
                         help="comma-separated subset of CPU sections to run")
     opts = parser.parse_args(args)
     n = 1 << 20 if opts.quick else 1 << 24
+    # the sections call the Numba kernels directly, not through dispatch: fix the threading layer first, as
+    # dispatch would for an ordinary process (PyTorch, the conv baseline, is imported only afterwards)
+    dispatch._choose_threading_layer()
     info = machine()
     gpu = dispatch.cupy_available() and not dispatch.cuda_simulator()
     device = f"CPU {_cpu_name()}, {info['cores']} cores" + ("" if gpu else "; no GPU")
     print(f"kernels benchmark: {device}; numpy {np.__version__}, numba {info.get('numba')}, "
           f"torch {info.get('torch')}, date {info['date']}")
+    import numba
     result = {"device": device, "numpy": np.__version__, "numba": info.get("numba"), "date": info["date"],
+              "threading_layer": numba.config.THREADING_LAYER,
               "quick": opts.quick, "cpu_choice": {k: list(v) for k, v in dispatch.CPU_CHOICE.items()}}
     sections = {"matmul": lambda: bench_matmul(opts.quick), "pointwise": lambda: bench_pointwise(n),
-                "packing": lambda: bench_packing(n), "conv2d": lambda: bench_conv(opts.quick)}
+                "packing": lambda: bench_packing(n), "conv2d": lambda: bench_conv(opts.quick),
+                "threading": bench_threading}
     chosen = [s.strip() for s in opts.sections.split(",") if s.strip()]
     for name in chosen:
         if name not in sections:
