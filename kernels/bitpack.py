@@ -45,7 +45,8 @@ def _xp(a):
 
 
 def pack_bits_reference(mask):
-    return _xp(mask).packbits(mask.ravel() != 0, bitorder="little")
+    bits = mask.ravel()
+    return _xp(mask).packbits(bits if bits.dtype == np.bool_ else bits != 0, bitorder="little")
 
 
 def unpack_bits_reference(packed, n):

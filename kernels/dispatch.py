@@ -146,6 +146,9 @@ def choose(op, *arrays):
     """The implementation name that will run `op` on these arrays (raises if a forced one cannot)."""
     if _context.get() is None and _global is None and ENV_VAR not in os.environ:
         # the common case, kept cheap (it runs for every small op): host arrays, nothing forced
+        if len(arrays) == 1 and type(arrays[0]) is np.ndarray:
+            impl, min_size = CPU_CHOICE[op]
+            return impl if arrays[0].size >= min_size else "reference"
         if all(type(a) is np.ndarray for a in arrays):
             impl, min_size = CPU_CHOICE[op]
             return impl if min_size == 0 or _size(arrays) >= min_size else "reference"

@@ -69,3 +69,37 @@ def test_every_op_resolves_for_host_impls():
     for op in dispatch.OPS:
         for impl in ("reference", "numba"):
             assert callable(dispatch.resolve(op, impl))
+
+
+_LAYER_CHILD = """
+import sys
+if sys.argv[1] == "torch-first":
+    import torch
+    torch.ones(4).sum()
+import numpy as np, numba
+import tinymoon.kernels as K
+K.relu_mask_forward(np.ones(1 << 16, np.float32))     # large enough for the Numba kernel: the first launch
+print(numba.threading_layer())
+"""
+
+
+def _layer_of_child(order, **env):
+    import os
+    import subprocess
+    import sys
+    e = {k: v for k, v in os.environ.items() if k not in ("NUMBA_THREADING_LAYER", "OMP_WAIT_POLICY")}
+    e.update(env)
+    out = subprocess.run([sys.executable, "-c", _LAYER_CHILD, order], env=e, capture_output=True, text=True,
+                         check=True)
+    return out.stdout.split()[-1]
+
+
+def test_threading_layer_rule():
+    """OpenMP alone; workqueue when another OpenMP runtime (PyTorch's) was loaded first; the user's choice wins."""
+    import importlib.util
+    assert _layer_of_child("alone") in ("omp", "tbb")          # Numba's default order: tbb if installed, else omp
+    assert _layer_of_child("alone", NUMBA_THREADING_LAYER="workqueue") == "workqueue"
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("PyTorch is not installed: the torch-first case needs it")
+    assert _layer_of_child("torch-first") == "workqueue"
+    assert _layer_of_child("torch-first", NUMBA_THREADING_LAYER="omp") == "omp"

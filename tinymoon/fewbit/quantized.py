@@ -194,8 +194,8 @@ def bin_index(x, borders):
 
 
 # ---- backward lookup straight from the packed bytes -----------------------------------------------------------
-# TODO(kernels): kernels.fewbit_backward (Numba, one pass) measured slower than this table lookup on the test
-# machine (docs/fewbit.md); FUSED_BACKWARD = True switches back to it.
+# kernels.fewbit_backward (Numba, one pass) measured slower than this table lookup on the test machine
+# (docs/fewbit.md, "Speed"), so it is off; FUSED_BACKWARD = True switches to it.
 FUSED_BACKWARD = False
 _CHUNK = {1: 8, 2: 4, 3: 4, 4: 2, 5: 2, 6: 2, 7: 1, 8: 1}    # codes per lookup: c·b <= 12 bits, c divides 8
 
