@@ -6,6 +6,7 @@
   `python -m tinymoon.bench NAME` names an existing benchmark, and every `python examples/X.py` or
   `python -m tinymoon...` entry point answers `--help`.
 """
+import gc
 import pathlib
 import re
 import shlex
@@ -25,6 +26,9 @@ def blocks(path, lang):
 
 @pytest.mark.parametrize("doc", DOCS, ids=[d.name for d in DOCS])
 def test_python_blocks_run(doc, tmp_path, monkeypatch):
+    # Each doc starts as a fresh session would: the tapes earlier docs left in reference cycles are
+    # collected now, not in the middle of a block that reads tm.memory.saved_bytes() twice.
+    gc.collect()
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": f"doc_{doc.stem}"}
     for i, code in enumerate(blocks(doc, "python")):
