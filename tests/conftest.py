@@ -20,6 +20,17 @@ def _cuda():
     return backend.cuda_available()
 
 
+def load_example(name):
+    """examples/<name>.py as a module (the examples are scripts, not a package)."""
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def _act_body(x, code, p):
     """The fake device's body for kernels.cupy_impl's "tinymoon_act" ElementwiseKernel: the NumPy reference."""
     from kernels.pointwise import ACTIVATIONS, act_reference

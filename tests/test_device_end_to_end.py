@@ -12,6 +12,8 @@ import tinymoon as tm
 from tinymoon import moonwalk as mw
 from tinymoon import nn
 
+from .conftest import load_example
+
 D = "float64"
 LOSS = nn.CrossEntropyLoss()
 
@@ -174,24 +176,14 @@ def test_randomized_estimators_on_the_device(gpu_device, estimator):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
 
 
-def _example(name):
-    import importlib.util
-    import pathlib
-    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_device_{name}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_the_examples_run_on_the_device(gpu_device, tmp_path, capsys):
     """`--device cuda`: the CNN example and the Moonwalk example, end to end on synthetic data."""
-    hist = _example("train_mnist").main(["--synthetic", "--limit", "300", "--model", "cnn", "--epochs", "1",
+    hist = load_example("train_mnist").main(["--synthetic", "--limit", "300", "--model", "cnn", "--epochs", "1",
                                          "--batch-size", "50", "--no-progress", "--device", gpu_device,
                                          "--save", str(tmp_path / "c.npz")])
     assert hist["test_acc"][-1] > 0.5
     assert "on cuda" in capsys.readouterr().out
-    _example("moonwalk_mnist").main(["--synthetic", "--limit", "256", "--depth", "4", "--width", "16",
+    load_example("moonwalk_mnist").main(["--synthetic", "--limit", "256", "--depth", "4", "--width", "16",
                                      "--method", "both", "--device", gpu_device])
     out = capsys.readouterr().out
     assert "moonwalk test accuracy" in out and "backprop test accuracy" in out

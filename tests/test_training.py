@@ -1,7 +1,5 @@
 """End to end: a short deterministic training run on tm.data.synthetic (the loss must fall below a
 threshold), reproducibility from the seed, and the example script on synthetic data."""
-import importlib.util
-import os
 
 import numpy as np
 import pytest
@@ -9,7 +7,7 @@ import pytest
 import tinymoon as tm
 from tinymoon import nn
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from .conftest import load_example
 
 
 def train_synthetic(seed=0, steps=60, optimizer="adam"):
@@ -53,9 +51,7 @@ def test_deterministic():
 
 
 def test_example_script_on_synthetic(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("train_mnist", os.path.join(ROOT, "examples", "train_mnist.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_example("train_mnist")
     ckpt = tmp_path / "c.npz"
     hist = mod.main(["--synthetic", "--limit", "600", "--model", "mlp", "--epochs", "2", "--batch-size", "50",
                      "--no-progress", "--save", str(ckpt)])
