@@ -10,7 +10,7 @@ Sections:
   proof     the issue's acceptance run: 48 x [Linear(256, 256), LeakyReLU(0.5)], float32, batch 1024, MSE,
             PyTorch-default and orthogonal init: error, anchors, working memory and time against backprop
   memory    saved / host / working memory and gradient error per method, networks and inits below, by depth
-  deepest   the deepest network whose working memory fits a budget, from the per-layer growth
+  deepest   the deepest network whose saved bytes (and whose host peak) fit a budget, from the per-layer growth
   options   anchors and memory needed for the same tolerance: float32 vs float64 cotangents, the first call
             (planned from bounds) vs after warm-up (planned from measurements), fixed K, no anchors
   time      time per step relative to backprop, MLP and RevNet, depth x width x batch
@@ -240,21 +240,21 @@ def memory(width, depths, batch, inits=("torch", "ortho")):
     return rows
 
 
-def deepest(rows, budget):
-    """Per (network, init, method): depth at which working memory reaches the budget, from the per-layer slope
+def deepest(rows, budget, key="saved_MiB"):
+    """Per (network, init, method): the depth at which `key` reaches the budget, from the per-layer slope
     between the two deepest measured points; the error measured at those depths beside it."""
     out = []
     keys = sorted({(r["network"], r["init"], r["method"]) for r in rows})
     for net, init, meth in keys:
-        pts = sorted((r["depth"], r["working_MiB"], r["error"]) for r in rows
+        pts = sorted((r["depth"], r[key], r["error"]) for r in rows
                      if (r["network"], r["init"], r["method"]) == (net, init, meth))
         if len(pts) < 2:
             continue
         (d0, w0, e0), (d1, w1, e1) = pts[-2], pts[-1]
         slope = (w1 - w0) / (d1 - d0)
         depth = math.inf if slope <= 1e-6 else int(d1 + (budget - w1) / slope)
-        out.append({"network": net, "init": init, "method": meth, "MiB_per_layer": slope, "deepest": depth,
-                    "error_at_fit": max(e0, e1)})
+        out.append({"network": net, "init": init, "method": meth, "budget_of": key, "MiB_per_layer": slope,
+                    "deepest": depth, "error_at_fit": max(e0, e1)})
     for r in out:
         base = next(b for b in out if (b["network"], b["init"], b["method"]) == (r["network"], r["init"], "backprop"))
         r["x_backprop"] = r["deepest"] / base["deepest"] if base["deepest"] not in (0, math.inf) else None
@@ -296,9 +296,10 @@ def timing(configs, repeat):
         err = c.error(mw.backward)
         for m, t in zip(names, best):
             rows.append({"network": net, "init": init, "depth": depth, "width": width, "batch": batch, "method": m,
-                         "ms": t * 1e3, "x_backprop": t / best[0], "moonwalk_error": err})
+                         "ms": t * 1e3, "x_backprop": t / best[0], "moonwalk_error": err, "bp32_error": c.bp32})
         print(f"  {init:5s} {net:13s} depth {depth:3d} width {width:4d} batch {batch:5d}: " + "  ".join(
-            f"{m} {t * 1e3:.0f} ms ({t / best[0]:.2f}x)" for m, t in zip(names, best)) + f"   moonwalk error {err:.1e}",
+            f"{m} {t * 1e3:.0f} ms ({t / best[0]:.2f}x)" for m, t in zip(names, best))
+            + f"   moonwalk error {err:.1e} (bp32 {c.bp32:.1e})",
             flush=True)
     return rows
 
@@ -322,7 +323,7 @@ def small_batch(depths, width=256, batch=64):
             with tm.memory.measure() as mem:
                 step()
             row["step_host_MiB"] = mem.peak_host_bytes / 2**20
-            row["backward_below_backprop"] = row["moonwalk_host_MiB"] < row["backprop_host_MiB"]
+            row["step_below_backprop"] = row["step_host_MiB"] < row["backprop_host_MiB"]
             rows.append(row)
             print(f"  {init:5s} depth {depth:3d}: host backprop {row['backprop_host_MiB']:.2f} MiB, moonwalk.backward "
                   f"{row['moonwalk_host_MiB']:.2f} MiB (error {row['moonwalk_error']:.1e}), moonwalk.step "
@@ -378,12 +379,13 @@ COLUMNS = {
               "working_MiB", "working_saving", "ms", "x_backprop_time"],
     "memory": ["network", "init", "depth", "method", "error", "bp32_error", "anchors", "saved_MiB", "host_MiB",
                "working_MiB"],
-    "deepest": ["network", "init", "method", "MiB_per_layer", "deepest", "x_backprop", "error_at_fit"],
+    "deepest": ["network", "init", "method", "budget_of", "MiB_per_layer", "deepest", "x_backprop", "error_at_fit"],
     "options": ["init", "option", "anchors", "saved_MiB", "working_MiB", "error", "error_bound", "bp32_error",
                 "repairs"],
-    "time": ["network", "init", "depth", "width", "batch", "method", "ms", "x_backprop", "moonwalk_error"],
+    "time": ["network", "init", "depth", "width", "batch", "method", "ms", "x_backprop", "moonwalk_error",
+             "bp32_error"],
     "small": ["init", "depth", "backprop_host_MiB", "moonwalk_host_MiB", "step_host_MiB", "moonwalk_error",
-              "backward_below_backprop"],
+              "bp32_error", "step_below_backprop"],
     "forward": ["depth", "parameters", "naive_forward_s", "pure_forward_s", "mixed_s", "backprop_s", "naive_over_pure",
                 "pure_forward_error"],
 }
@@ -396,7 +398,7 @@ def run(argv=None):
     p.add_argument("--sections", default="proof,memory,deepest,options,time,small,forward")
     p.add_argument("--width", type=int, default=None, help="hidden width (default 256; --quick 64)")
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--budget", type=float, default=256.0, help="working-memory budget in MiB for `deepest`")
+    p.add_argument("--budget", type=float, default=256.0, help="memory budget in MiB for `deepest`")
     p.add_argument("--repeat", type=int, default=None, help="interleaved timing rounds (default 3; --quick 2)")
     p.add_argument("--out", default="bench_results")
     a = p.parse_args(argv)
@@ -415,7 +417,7 @@ def run(argv=None):
         depths = [4, 16] if a.quick else [4, 16, 48]
         print(f"(memory) width {width}, batch {a.batch}, depths {depths}, after {WARMUP} warm-up calls")
         out["memory"] = memory(width, depths, a.batch)
-        out["deepest"] = deepest(out["memory"], a.budget)
+        out["deepest"] = deepest(out["memory"], a.budget) + deepest(out["memory"], a.budget, "host_MiB")
     if "options" in sections:
         d = 12 if a.quick else 48
         print(f"(options) mlp-leaky-0.5, depth {d}, width {width}, batch {a.batch}")

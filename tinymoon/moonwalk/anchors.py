@@ -111,7 +111,7 @@ def plan(units, kinds, tapes, anchors, cot_dtype, tol, start=0, max_held=None, t
             elif max_held is not None and has_params[i] and held >= max_held:
                 chosen.add(i)                                      # the segment holds enough gradients
                 acc, last, held = 0.0, None, 0
-            elif acc + predicted[i] > budget and acc > 0:
+            elif acc + predicted[i] > budget and (acc > 0 or predicted[i] > budget):
                 if i in alone and last is not None and last not in alone:
                     chosen.add(last)                               # anchor its predecessor; sweep it alone
                     acc, last, held = predicted[i], i, int(has_params[i])

@@ -244,7 +244,7 @@ def sweep(model, loss_fn, x, y, record, on_step=None, optimizer=None, on_error="
                             stash.put(("checkpoint",), xv)
                     frags = stash.pop(("frag", i))
                     seg.units.append(i)
-                    if seg.broken is not None:               # past inf/nan: only the forward, until the repair
+                    if seg.broken is not None and record.repair:   # past inf/nan: only the forward, until the repair
                         with no_grad():
                             xv = unit(Tensor._wrap(xv)).data
                     else:
