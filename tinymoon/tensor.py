@@ -113,10 +113,11 @@ class Tensor:
     def zero_grad(self):
         self.grad = None
 
-    def backward(self, y_bar=None, retain_graph=False):
-        """Reverse mode: accumulate d<y_bar, self>/d(leaf) into each leaf's .grad."""
+    def backward(self, y_bar=None, retain_graph=False, create_graph=False):
+        """Reverse mode: accumulate d<y_bar, self>/d(leaf) into each leaf's .grad. create_graph=True
+        (differentiable gradients) raises MissingRuleError: higher order is not supported yet."""
         from .autodiff.reverse import backward
-        backward(self, y_bar, retain_graph=retain_graph)
+        backward(self, y_bar, retain_graph=retain_graph, create_graph=create_graph)
 
     def __dlpack__(self, *args, **kwargs):
         return self.data.__dlpack__(*args, **kwargs)
