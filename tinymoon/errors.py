@@ -6,6 +6,11 @@ class TinymoonError(Exception):
     """Base class of every error tinymoon raises on purpose."""
 
 
+class ArgumentError(TinymoonError, ValueError, TypeError):
+    """An argument outside what the function accepts (a negative seed, a missing generator, an unknown
+    option). Both a ValueError and a TypeError, like the mistakes it stands for, so either guard catches it."""
+
+
 class ShapeError(TinymoonError, ValueError):
     """Operands whose shapes do not fit together."""
 

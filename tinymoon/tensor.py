@@ -9,7 +9,7 @@ import numpy as np
 
 from . import backend
 from .backend import as_dtype, get_array_module
-from .errors import DTypeError, ShapeError
+from .errors import ArgumentError, DTypeError, ShapeError
 
 
 class Tensor:
@@ -169,22 +169,74 @@ def _infer_dtype(data):
     return a.dtype
 
 
+# ---- where arrays enter: the one dtype policy ------------------------------------------------------------
+#
+# Every array that enters tinymoon from outside comes through tensor(), as_tensor() or from_dlpack(), and all
+# three apply backend.as_dtype's policy: float32, float64, integers and bool; float16, bfloat16, complex,
+# strings and objects are refused with a DTypeError (what creation has always refused, raw arrays handed to
+# an op included). A foreign tensor (PyTorch, JAX, ...) enters through DLPack only, never stored as it is;
+# any other foreign type is a TypeError naming it. Integer and bool tensors meeting float math are computed
+# in the default float (float32) — see `floating` — never in NumPy's float16/float64 promotions.
+
+_SCALARS = (bool, int, float, complex, np.generic)   # complex: refused by the dtype policy
+
+
+def _entry_dtype(dtype, what):
+    """backend.as_dtype's verdict on an incoming array's dtype, the entry point named in the error."""
+    try:
+        return as_dtype(dtype)
+    except DTypeError as e:
+        raise DTypeError(f"{what}: {e}") from None
+
+
+def _is_host_or_device_array(x):
+    return isinstance(x, np.ndarray) or backend.is_cupy_array(x)
+
+
+def _foreign_type_error(x, what):
+    kind = type(x)
+    return DTypeError(
+        f"{what}: cannot make a tensor from {kind.__module__}.{kind.__qualname__}; give a NumPy/CuPy array, "
+        "a (nested) list of numbers, a Python or NumPy scalar, or an object with __dlpack__ (PyTorch, JAX, "
+        "...: converted by tm.from_dlpack)")
+
+
+def _incoming(data, what):
+    """data as something np.array / cupy can take: arrays and Python numbers as they are, a DLPack producer
+    through from_dlpack, nested lists checked for their dtype; anything else a TypeError naming its type."""
+    if _is_host_or_device_array(data) or isinstance(data, _SCALARS):
+        return data
+    if hasattr(data, "__dlpack__"):
+        return from_dlpack(data).data
+    if isinstance(data, (list, tuple, range)):
+        try:
+            a = np.asarray(data)
+        except ValueError as e:      # ragged nesting
+            raise ShapeError(f"{what}: the nested sequence is not rectangular ({e})") from None
+        if a.dtype == object:
+            raise DTypeError(f"{what}: the sequence holds objects that are not numbers "
+                            f"(first element: {type(np.ravel(a)[0]).__name__ if a.size else '?'})")
+        return data         # the list itself: its dtype is inferred as a Python list's (floats -> float32)
+    raise _foreign_type_error(data, what)
+
+
 def tensor(data, dtype=None, device=None, requires_grad=False):
-    """A new tensor holding a copy of `data` (a list, scalar, NumPy/CuPy array or Tensor).
+    """A new tensor holding a copy of `data` (a list, scalar, NumPy/CuPy array, Tensor, or any object with
+    __dlpack__ such as a PyTorch tensor).
 
     Python floats become float32 (the default); NumPy arrays keep their dtype (float64 stays float64).
+    float16, complex and other dtypes outside float32/float64/integers/bool raise DTypeError.
     """
     if isinstance(data, Tensor):
         data = data.data
+    else:
+        data = _incoming(data, "tensor")
     if device is None:
         device = backend.device_of(data)
     device = backend.normalize_device(device)
     if dtype is None:
         dtype = data.dtype if hasattr(data, "dtype") and not isinstance(data, np.generic) else _infer_dtype(data)
-        if hasattr(data, "dtype"):
-            dtype = as_dtype(dtype)
-    else:
-        dtype = as_dtype(dtype)
+    dtype = _entry_dtype(dtype, "tensor")
     if backend.is_cupy_array(data) or device != "cpu":
         arr = backend.to_device(np.asarray(data) if not backend.is_cupy_array(data) else data, device)
         arr = arr.astype(dtype, copy=True)
@@ -197,22 +249,60 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
 
 
 def as_tensor(x, dtype=None, device=None):
-    """x itself if it is already a Tensor (of the dtype asked for), else a new Tensor."""
-    if isinstance(x, Tensor) and (dtype is None or x.dtype == as_dtype(dtype)):
-        return x
+    """x itself if it is already a Tensor (of the dtype asked for); a NumPy/CuPy array wrapped without a copy
+    (its dtype checked); a DLPack producer (PyTorch, JAX...) through from_dlpack; else a new Tensor."""
     if isinstance(x, Tensor):
+        if dtype is None or x.dtype == as_dtype(dtype):
+            return x
         return x.astype(dtype)
-    if hasattr(x, "shape") and hasattr(x, "dtype") and dtype is None and device is None:
-        return Tensor._wrap(x)   # an array: wrap without copying
+    if dtype is None and device is None:
+        if _is_host_or_device_array(x):
+            if type(x) is not np.ndarray and not backend.is_cupy_array(x):
+                x = np.asarray(x)        # a subclass (np.matrix, a masked array): plain ndarray semantics
+            _entry_dtype(x.dtype, "as_tensor")
+            return Tensor._wrap(x)       # an array: wrap without copying
+        if hasattr(x, "__dlpack__") and not isinstance(x, np.generic):
+            return from_dlpack(x)
     return tensor(x, dtype=dtype, device=device)
 
 
+def floating(x):
+    """as_tensor(x), with integer and bool tensors cast to the default float (float32): the entry of every
+    function whose result is a float (exp, div, mean, softmax...). NumPy would pick float16 for (u)int8 and
+    bool and float64 for int32/int64; tinymoon, like PyTorch, computes such math in float32."""
+    x = as_tensor(x)
+    if x.data.dtype.kind != "f":
+        return Tensor._wrap(x.data.astype(backend.default_float))
+    return x
+
+
+def is_foreign_tensor(x):
+    """A tensor of another library (it has __dlpack__, and is neither ours nor a NumPy/CuPy array)."""
+    return (hasattr(x, "__dlpack__") and not isinstance(x, (Tensor, np.generic))
+            and not _is_host_or_device_array(x))
+
+
 def from_dlpack(x):
-    """A tensor sharing memory with any DLPack producer (NumPy, CuPy, PyTorch arrays...)."""
+    """A tensor sharing memory with any DLPack producer (NumPy, CuPy, PyTorch, JAX arrays...). Its dtype must
+    be one tinymoon computes in (float32, float64, integers, bool): float16 and complex raise DTypeError, as
+    at creation."""
+    if isinstance(x, Tensor):
+        return x
+    if not hasattr(x, "__dlpack__"):
+        raise _foreign_type_error(x, "from_dlpack")
+    name = f"{type(x).__module__}.{type(x).__qualname__}"
     dev = getattr(x, "__dlpack_device__", lambda: (1, 0))()
-    if dev[0] == 1:     # kDLCPU
-        return Tensor._wrap(np.from_dlpack(x))
-    return Tensor._wrap(backend.cupy_module().from_dlpack(x))
+    try:
+        if dev[0] == 1:     # kDLCPU
+            a = np.from_dlpack(x)
+        else:
+            a = backend.cupy_module().from_dlpack(x)
+    except (BufferError, TypeError, RuntimeError, ValueError) as e:
+        # e.g. bfloat16 (NumPy has no such dtype), a PyTorch tensor that requires grad, a strided view
+        raise DTypeError(f"from_dlpack: cannot import this {name} ({e}); detach it, make it contiguous, and "
+                         "give it a dtype tinymoon computes in (float32, float64, an integer type or bool)") from None
+    _entry_dtype(a.dtype, f"from_dlpack ({name})")
+    return Tensor._wrap(a)
 
 
 def _alloc(fn, shape, dtype, device):
@@ -258,10 +348,17 @@ def arange(start, stop=None, step=1, dtype=None, device="cpu"):
 
 
 def generator(seed=None):
-    """A numpy Generator from a seed, a Generator (returned as is) or None (fresh entropy)."""
+    """A numpy Generator from a seed (a non-negative int, or a sequence of them), a Generator (returned as
+    is) or None (fresh entropy)."""
     if isinstance(seed, np.random.Generator):
         return seed
-    return np.random.default_rng(seed)
+    if isinstance(seed, (bool, np.bool_)) or isinstance(seed, (float, np.floating)):
+        raise ArgumentError(f"seed: {seed!r} is not a seed; give a non-negative int, a numpy Generator or None")
+    try:
+        return np.random.default_rng(seed)
+    except (ValueError, TypeError) as e:
+        raise ArgumentError(f"seed: {seed!r} is not a seed ({e}); give a non-negative int (or a sequence of "
+                            "them), a numpy Generator or None") from None
 
 
 def _random(draw, shape, seed, dtype, device, requires_grad):

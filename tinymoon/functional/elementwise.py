@@ -13,7 +13,8 @@ from ..autodiff.apply import apply
 from ..backend import is_float
 from ..ops import activations as A
 from ..ops import elementwise as E
-from ..tensor import Tensor, as_tensor
+from ..errors import DTypeError, ShapeError, TinymoonError
+from ..tensor import Tensor, as_tensor, floating, is_foreign_tensor
 
 __all__ = ["add", "sub", "mul", "div", "maximum", "minimum", "neg", "exp", "log", "sqrt", "abs", "pow", "where",
            "clip", "astype", "to_device", "tanh", "sigmoid", "relu", "gelu", "silu", "leaky_relu", "elu",
@@ -28,9 +29,20 @@ def _scalar_like(value, like: Tensor) -> Tensor:
     return Tensor._wrap(like.xp.asarray(value, dtype=dt))
 
 
-def _pair(a, b):
+def _refuse_foreign(a, b, op):
+    for v in (a, b):
+        if is_foreign_tensor(v):
+            kind = type(v)
+            raise DTypeError(f"{op}: cannot mix a tinymoon Tensor with a {kind.__module__}.{kind.__qualname__}; "
+                            "convert it first with tm.from_dlpack(t) (or tm.as_tensor(t)), which shares its memory")
+
+
+def _pair(a, b, op="binary op"):
     """Tensors for a binary op. Python numbers take the tensor operand's dtype; an integer/bool tensor
-    meeting a float tensor is cast to the float dtype (never float32 <-> float64: that raises)."""
+    meeting a float tensor is cast to the float dtype (never float32 <-> float64: that raises). A tensor of
+    another library (PyTorch...) is refused: mixing them in an expression is almost always a mistake."""
+    if type(a) is not Tensor or type(b) is not Tensor:
+        _refuse_foreign(a, b, op)
     if not isinstance(a, Tensor):
         if isinstance(b, Tensor) and isinstance(a, (numbers.Number, np.generic)):
             a = _scalar_like(a, b)
@@ -49,17 +61,43 @@ def _pair(a, b):
     return a, b
 
 
-def _unary(prim, doc):
+def broadcast_error(op, *tensors):
+    """A ShapeError naming op and the shapes, when NumPy's broadcasting rejects them (else None)."""
+    shapes = [t.shape for t in tensors]
+    try:
+        np.broadcast_shapes(*shapes)
+        return None
+    except ValueError:
+        return ShapeError(f"{op}: shapes {' and '.join(map(str, shapes))} do not broadcast (trailing axes must "
+                          "be equal or 1); reshape or unsqueeze one operand")
+
+
+def _apply_broadcasting(prim, *ts, **params):
+    """apply() for an elementwise op, with NumPy's broadcast ValueError turned into a ShapeError naming it."""
+    try:
+        return apply(prim, *ts, **params)
+    except ValueError as e:
+        err = None if isinstance(e, TinymoonError) else broadcast_error(prim.name, *ts)
+        if err is None:
+            raise
+        raise err from None
+
+
+def _unary(prim, doc, float_valued=False):
+    entry = floating if float_valued else as_tensor
+
     def f(x, **params):
-        return apply(prim, as_tensor(x), **params)
+        return apply(prim, entry(x), **params)
     f.__name__, f.__doc__ = prim.name, doc
     return f
 
 
-def _binary(prim, doc):
+def _binary(prim, doc, float_valued=False):
     def f(a, b):
-        a, b = _pair(a, b)
-        return apply(prim, a, b)
+        a, b = _pair(a, b, prim.name)
+        if float_valued and a.data.dtype.kind != "f":    # int / int: float32 (see tensor.floating)
+            a, b = floating(a), floating(b)
+        return _apply_broadcasting(prim, a, b)
     f.__name__, f.__doc__ = prim.name, doc
     return f
 
@@ -68,26 +106,26 @@ def _binary(prim, doc):
 add = _binary(E.Add, "a + b (broadcasting)")
 sub = _binary(E.Sub, "a - b (broadcasting)")
 mul = _binary(E.Mul, "a * b (broadcasting)")
-div = _binary(E.Div, "a / b (broadcasting)")
+div = _binary(E.Div, "a / b (broadcasting); integers divide in float32", float_valued=True)
 maximum = _binary(E.Maximum, "elementwise max; at ties the gradient goes to a")
 minimum = _binary(E.Minimum, "elementwise min; at ties the gradient goes to a")
 neg = _unary(E.Neg, "-x")
-exp = _unary(E.Exp, "e^x")
-log = _unary(E.Log, "natural logarithm (x > 0)")
-sqrt = _unary(E.Sqrt, "square root (x > 0 for gradients)")
+exp = _unary(E.Exp, "e^x", float_valued=True)
+log = _unary(E.Log, "natural logarithm (x > 0)", float_valued=True)
+sqrt = _unary(E.Sqrt, "square root (x > 0 for gradients)", float_valued=True)
 abs = _unary(E.Abs, "|x|; subgradient 0 at 0")   # noqa: A001 - the public name mirrors numpy
 
 
 def pow(a, b):  # noqa: A001
     """a ** b (b a number or a tensor)."""
-    a, b = _pair(a, b)
-    return apply(E.Pow, a, b)
+    a, b = _pair(a, b, "pow")
+    return _apply_broadcasting(E.Pow, a, b)
 
 
 def where(cond, a, b):
     """a where cond else b; cond is not differentiable."""
-    a, b = _pair(a, b)
-    return apply(E.Where, as_tensor(cond), a, b)
+    a, b = _pair(a, b, "where")
+    return _apply_broadcasting(E.Where, as_tensor(cond), a, b)
 
 
 def clip(x, lo=None, hi=None):
@@ -110,35 +148,43 @@ def to_device(x, device):
 
 
 # ---- activations -----------------------------------------------------------------------------------
-tanh = _unary(A.Tanh, "hyperbolic tangent")
-sigmoid = _unary(A.Sigmoid, "logistic sigmoid 1/(1+e^-x)")
+tanh = _unary(A.Tanh, "hyperbolic tangent", float_valued=True)
+sigmoid = _unary(A.Sigmoid, "logistic sigmoid 1/(1+e^-x)", float_valued=True)
 relu = _unary(A.ReLU, "max(x, 0); subgradient 0 at 0; keeps a 1-bit mask")
-gelu = _unary(A.GELU, "exact GELU x Phi(x)")
-silu = _unary(A.SiLU, "x sigmoid(x)")
+gelu = _unary(A.GELU, "exact GELU x Phi(x)", float_valued=True)
+silu = _unary(A.SiLU, "x sigmoid(x)", float_valued=True)
 
 
 def leaky_relu(x, negative_slope=0.01):
     """x if x > 0 else negative_slope * x; keeps a 1-bit mask."""
-    return apply(A.LeakyReLU, as_tensor(x), slope=float(negative_slope))
+    return apply(A.LeakyReLU, floating(x), slope=float(negative_slope))
 
 
 def elu(x, alpha=1.0):
     """x if x > 0 else alpha (e^x - 1)."""
-    return apply(A.ELU, as_tensor(x), alpha=float(alpha))
+    return apply(A.ELU, floating(x), alpha=float(alpha))
 
 
 def softplus(x, beta=1.0, threshold=20.0):
     """log(1 + e^(beta x)) / beta; linear where beta x > threshold."""
-    return apply(A.Softplus, as_tensor(x), beta=float(beta), threshold=float(threshold))
+    return apply(A.Softplus, floating(x), beta=float(beta), threshold=float(threshold))
 
 
 # ---- comparisons (not differentiable: plain boolean tensors) -----------------------------------------
-def _compare(op):
+def _compare(op, name):
     def f(a, b):
-        a, b = _pair(a, b)
-        return Tensor._wrap(op(a.data, b.data))
+        a, b = _pair(a, b, name)
+        try:
+            return Tensor._wrap(op(a.data, b.data))
+        except ValueError:
+            err = broadcast_error(name, a, b)
+            if err is None:
+                raise
+            raise err from None
+    f.__name__ = name
     return f
 
 
-eq, ne, lt, le, gt, ge = (_compare(o) for o in (np.equal, np.not_equal, np.less, np.less_equal,
-                                                 np.greater, np.greater_equal))
+eq, ne, lt, le, gt, ge = (_compare(o, n) for o, n in ((np.equal, "eq"), (np.not_equal, "ne"), (np.less, "lt"),
+                                                       (np.less_equal, "le"), (np.greater, "gt"),
+                                                       (np.greater_equal, "ge")))

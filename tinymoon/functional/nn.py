@@ -9,16 +9,25 @@ import numpy as np
 
 from ..autodiff.apply import apply
 from ..backend import device_of
-from ..errors import DeviceError
+from ..errors import ArgumentError, DeviceError
 from ..ops import conv as C
 from ..ops import dropout as D
 from ..ops import norm as N
 from ..ops import pool as P
 from ..ops import softmax as S
-from ..tensor import Tensor, as_tensor, generator as _generator
+from ..tensor import Tensor, as_tensor, floating, generator as _generator
 
 __all__ = ["conv2d", "max_pool2d", "avg_pool2d", "softmax", "log_softmax", "cross_entropy", "mse", "mse_loss",
            "layer_norm", "batch_norm", "dropout"]
+
+
+def _floats(*xs):
+    """Tensors for a float-valued op with several operands (None kept): integer/bool operands take the float
+    operands' dtype, or the default float32 when there is none (tensor.floating)."""
+    ts = [None if x is None else as_tensor(x) for x in xs]
+    dt = next((t.data.dtype for t in ts if t is not None and t.data.dtype.kind == "f"), None)
+    return [t if t is None or t.data.dtype.kind == "f" else
+            (floating(t) if dt is None else Tensor._wrap(t.data.astype(dt))) for t in ts]
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
@@ -32,7 +41,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padd
     the normal equations; default 1e-10 in float64, 1e-5 in float32) and step cap (default 500) of the
     inverse-mode solve for zero-padded 'same' convolutions (see tinymoon/ops/conv.py).
     """
-    ts = [as_tensor(x), as_tensor(weight)] + ([] if bias is None else [as_tensor(bias)])
+    ts = [t for t in _floats(x, weight, bias) if t is not None]
     return apply(C.Conv2d, *ts, stride=stride, padding=padding, dilation=dilation, groups=groups,
                  padding_mode=padding_mode, vijp_tol=vijp_tol, vijp_maxiter=vijp_maxiter)
 
@@ -45,17 +54,17 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0):
     """Mean over kh x kw windows; zero padding is counted in the divisor (count_include_pad=True)."""
-    return apply(P.AvgPool2d, as_tensor(x), kernel_size=kernel_size, stride=stride, padding=padding)
+    return apply(P.AvgPool2d, floating(x), kernel_size=kernel_size, stride=stride, padding=padding)
 
 
 def softmax(x, axis=-1):
     """e^x / sum(e^x) along axis (stable)."""
-    return apply(S.Softmax, as_tensor(x), axis=axis)
+    return apply(S.Softmax, floating(x), axis=axis)
 
 
 def log_softmax(x, axis=-1):
     """x - logsumexp(x) along axis (stable)."""
-    return apply(S.LogSoftmax, as_tensor(x), axis=axis)
+    return apply(S.LogSoftmax, floating(x), axis=axis)
 
 
 def _labels(labels):
@@ -68,19 +77,19 @@ def _labels(labels):
 def cross_entropy(logits, labels, reduction="mean"):
     """Softmax cross-entropy with integer class labels: logits (N, C) or (N, C, d1, ...), labels (N,) or
     (N, d1, ...) in [0, C). reduction: "mean" (over all labels), "sum" or "none". Labels get no gradient."""
-    return apply(S.CrossEntropy, as_tensor(logits), _labels(labels), reduction=reduction)
+    return apply(S.CrossEntropy, floating(logits), _labels(labels), reduction=reduction)
 
 
 def mse(pred, target, reduction="mean"):
     """Mean (or sum) of squared differences; pred and target of the same shape."""
-    return apply(S.MSE, as_tensor(pred), as_tensor(target), reduction=reduction)
+    return apply(S.MSE, *_floats(pred, target), reduction=reduction)
 
 
 mse_loss = mse
 
 
 def _affine(weight, bias):
-    ts = [as_tensor(a) for a in (weight, bias) if a is not None]
+    ts = [t for t in _floats(weight, bias) if t is not None]
     return ts, dict(has_weight=weight is not None, has_bias=bias is not None)
 
 
@@ -89,7 +98,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     if isinstance(normalized_shape, (int, np.integer)):
         normalized_shape = (int(normalized_shape),)
     ts, flags = _affine(weight, bias)
-    return apply(N.LayerNorm, as_tensor(x), *ts, normalized_shape=tuple(normalized_shape), eps=eps, **flags)
+    return apply(N.LayerNorm, floating(x), *ts, normalized_shape=tuple(normalized_shape), eps=eps, **flags)
 
 
 def _raw(a):
@@ -103,7 +112,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Tr
     or None) are updated IN PLACE with momentum, running_var with the unbiased variance (as PyTorch).
     training=False: the running statistics normalise (a per-channel affine map)."""
     ts, flags = _affine(weight, bias)
-    x = as_tensor(x)
+    x = floating(x)
     rm, rv = _raw(running_mean), _raw(running_var)
     for a, what in ((rm, "running_mean"), (rv, "running_var")):
         if a is not None and device_of(a) != x.device:
@@ -118,9 +127,9 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Tr
 def dropout(x, p, generator, training=True):
     """Inverted dropout: zero each element with probability p and scale the rest by 1/(1-p). `generator`:
     a numpy Generator or an int seed (never global state). training=False returns x unchanged."""
-    x = as_tensor(x)
+    x = floating(x)
     if not training or p == 0:
         return x
     if generator is None:
-        raise TypeError("dropout: pass an explicit numpy Generator (tm.generator(seed)) or an int seed")
+        raise ArgumentError("dropout: pass an explicit numpy Generator (tm.generator(seed)) or an int seed")
     return apply(D.Dropout, x, p=float(p), generator=_generator(generator))

@@ -3,8 +3,9 @@ argmax, argmin (integer results, not differentiable)."""
 from __future__ import annotations
 
 from ..autodiff.apply import apply
+from ..errors import ShapeError
 from ..ops import reduce as R
-from ..tensor import Tensor, as_tensor
+from ..tensor import Tensor, as_tensor, floating
 
 __all__ = ["sum", "mean", "max", "min", "logsumexp", "var", "argmax", "argmin"]
 
@@ -16,7 +17,7 @@ def sum(x, axis=None, keepdims=False):  # noqa: A001 - the public name mirrors n
 
 def mean(x, axis=None, keepdims=False):
     """Mean over axis (None: all, an int or a tuple)."""
-    return apply(R.Mean, as_tensor(x), axis=axis, keepdims=keepdims)
+    return apply(R.Mean, floating(x), axis=axis, keepdims=keepdims)
 
 
 def max(x, axis=None, keepdims=False):  # noqa: A001
@@ -31,12 +32,12 @@ def min(x, axis=None, keepdims=False):  # noqa: A001
 
 def logsumexp(x, axis=None, keepdims=False):
     """log(sum(exp(x))) over axis, computed stably."""
-    return apply(R.LogSumExp, as_tensor(x), axis=axis, keepdims=keepdims)
+    return apply(R.LogSumExp, floating(x), axis=axis, keepdims=keepdims)
 
 
 def var(x, axis=None, keepdims=False, ddof=0):
     """Variance over axis: sum((x - mean)^2) / (n - ddof)."""
-    return apply(R.Var, as_tensor(x), axis=axis, keepdims=keepdims, ddof=ddof)
+    return apply(R.Var, floating(x), axis=axis, keepdims=keepdims, ddof=ddof)
 
 
 def _arg(fn, x, axis, keepdims):
@@ -44,8 +45,11 @@ def _arg(fn, x, axis, keepdims):
     if axis is not None:
         axis = R.normalize_axes(fn, axis, x.ndim)
         if len(axis) != 1:
-            raise TypeError(f"{fn}: axis must be None or one int, got {axis}")
+            raise ShapeError(f"{fn}: axis must be None or one int, got {axis}")
         axis = axis[0]
+    if x.data.size == 0 and (axis is None or x.shape[axis] == 0):
+        raise ShapeError(f"{fn}: the tensor of shape {x.shape} has no element along "
+                         f"{'any axis' if axis is None else f'axis {axis}'}, so there is no {fn[3:]}imum to index")
     return Tensor._wrap(getattr(x.xp, fn)(x.data, axis=axis, keepdims=keepdims))
 
 

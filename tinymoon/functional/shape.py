@@ -7,6 +7,7 @@ import numpy as np
 
 from ..autodiff.apply import apply
 from ..ops import shape as S
+from ..errors import ArgumentError
 from ..tensor import Tensor, as_tensor
 
 __all__ = ["reshape", "transpose", "permute", "broadcast_to", "squeeze", "unsqueeze", "expand_dims", "getitem",
@@ -40,7 +41,7 @@ def permute(x, *axes):
     """Permute the axes: y.shape[i] = x.shape[axes[i]] (ints or one tuple)."""
     axes = _shape_args(axes)
     if not axes and as_tensor(x).ndim:
-        raise TypeError("permute: give the new order of the axes, e.g. x.permute(1, 0)")
+        raise ArgumentError("permute: give the new order of the axes, e.g. x.permute(1, 0)")
     return apply(S.Transpose, as_tensor(x), axes=axes)
 
 
@@ -73,7 +74,7 @@ def _index_part(i, xp):
     if isinstance(i, list):
         a = np.asarray(i)
         if a.dtype.kind not in "iub":
-            raise TypeError(f"getitem: a list index must hold integers or booleans, got {i!r}")
+            raise ArgumentError(f"getitem: a list index must hold integers or booleans, got {i!r}")
         return xp.asarray(a)
     if xp is not np and isinstance(i, np.ndarray):
         return xp.asarray(i)

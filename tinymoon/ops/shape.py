@@ -15,7 +15,7 @@ import numpy as np
 
 from ..backend import get_array_module
 from ..errors import ShapeError
-from .base import Primitive
+from .base import Primitive, check_fragment
 
 
 def sum_to(g, shape):
@@ -314,6 +314,7 @@ class Getitem(Primitive):
             if fragment is None:
                 raise cls.missing_fragment(f"{n_extra} repeated selection(s) of the same element (integer indices "
                                            "with repeats: the vjp sums their cotangents)")
+            check_fragment(cls.name, fragment, (n_extra,))
             y_bar[extra] = fragment
             extra_sum = xp.zeros(x_bar.size, dtype=x_bar.dtype)
             _scatter_add(xp, extra_sum, flat[extra], fragment)
@@ -496,6 +497,8 @@ class Pad(Primitive):
         if fragment is None:
             raise cls.missing_fragment("the cotangent of the padded border")
         y_bar = xp.empty(ctx.out_shape, dtype=x_bar.dtype)
-        y_bar[cls._border(ctx, xp)] = fragment
+        border = cls._border(ctx, xp)
+        check_fragment(cls.name, fragment, y_bar[border].shape)
+        y_bar[border] = fragment
         y_bar[ctx.inner] = x_bar
         return y_bar
