@@ -159,3 +159,20 @@ def test_vijp_refuses_a_fragment_of_the_wrong_shape():
         with pytest.raises(ShapeError, match="fragment"):
             vf(tm.vjp(g, xx)[1](uu)[0], [np.ones(1)])
         np.testing.assert_allclose(vf(tm.vjp(g, xx)[1](uu)[0], fr).numpy(), uu, atol=1e-10)
+
+
+def test_damaged_checkpoints_leave_no_file_open(tmp_path, recwarn):
+    import gc
+    import warnings
+    from tinymoon.errors import CheckpointError
+    path = tmp_path / "bad.npz"
+    tm.save({"a": np.ones(3)}, path)
+    whole = path.read_bytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ResourceWarning)
+        for content in (b"garbage", b"PK\x03\x04" + b"x" * 100, whole[: len(whole) // 2]):
+            path.write_bytes(content)
+            with pytest.raises(CheckpointError):
+                tm.load(path)
+        gc.collect()
+    assert not [w for w in recwarn if issubclass(w.category, ResourceWarning)]
