@@ -15,6 +15,10 @@ class ShapeError(TinymoonError, ValueError):
     """Operands whose shapes do not fit together."""
 
 
+class OutOfBoundsError(ShapeError, IndexError):
+    """An index past the end of an axis. An IndexError too, so `for row in x` and `except IndexError` work."""
+
+
 class DTypeError(TinymoonError, TypeError):
     """Operands whose dtypes do not fit together (tinymoon never promotes float32 <-> float64 silently)."""
 

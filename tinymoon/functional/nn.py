@@ -16,6 +16,7 @@ from ..ops import norm as N
 from ..ops import pool as P
 from ..ops import softmax as S
 from ..tensor import Tensor, as_tensor, floating, generator as _generator
+from .aliases import UNSET, pick
 
 __all__ = ["conv2d", "max_pool2d", "avg_pool2d", "softmax", "log_softmax", "cross_entropy", "mse", "mse_loss",
            "layer_norm", "batch_norm", "dropout"]
@@ -57,14 +58,14 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
     return apply(P.AvgPool2d, floating(x), kernel_size=kernel_size, stride=stride, padding=padding)
 
 
-def softmax(x, axis=-1):
-    """e^x / sum(e^x) along axis (stable)."""
-    return apply(S.Softmax, floating(x), axis=axis)
+def softmax(x, axis=-1, *, dim=UNSET):
+    """e^x / sum(e^x) along axis (stable); dim= is PyTorch's spelling of axis=."""
+    return apply(S.Softmax, floating(x), axis=pick("softmax", "axis", axis, "dim", dim, -1))
 
 
-def log_softmax(x, axis=-1):
-    """x - logsumexp(x) along axis (stable)."""
-    return apply(S.LogSoftmax, floating(x), axis=axis)
+def log_softmax(x, axis=-1, *, dim=UNSET):
+    """x - logsumexp(x) along axis (stable); dim= is PyTorch's spelling of axis=."""
+    return apply(S.LogSoftmax, floating(x), axis=pick("log_softmax", "axis", axis, "dim", dim, -1))
 
 
 def _labels(labels):

@@ -6,12 +6,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..autodiff.apply import apply
-from ..ops import shape as S
 from ..errors import ArgumentError
+from ..ops import shape as S
 from ..tensor import Tensor, as_tensor
+from .aliases import UNSET, pick
 
-__all__ = ["reshape", "transpose", "permute", "broadcast_to", "squeeze", "unsqueeze", "expand_dims", "getitem",
-           "concatenate", "stack", "pad", "flatten"]
+__all__ = ["reshape", "view", "clone", "transpose", "permute", "broadcast_to", "squeeze", "unsqueeze", "expand_dims",
+           "getitem", "concatenate", "cat", "stack", "pad", "flatten"]
 
 
 def _shape_args(shape):
@@ -28,6 +29,14 @@ def reshape(x, *shape):
     if shape == x.shape:
         return x
     return apply(S.Reshape, x, shape=shape)
+
+
+view = reshape      # PyTorch's name (tinymoon's reshape never needs a contiguous input, so they are one function)
+
+
+def clone(x):
+    """A copy of x in new memory, on the tape (its cotangent passes through): PyTorch's clone."""
+    return apply(S.Copy, as_tensor(x))
 
 
 def transpose(x, *axes):
@@ -50,22 +59,27 @@ def broadcast_to(x, *shape):
     return apply(S.BroadcastTo, as_tensor(x), shape=_shape_args(shape))
 
 
-def squeeze(x, axis=None):
-    """Drop the size-1 axes (all of them, or those named by axis: int or tuple)."""
-    return apply(S.Squeeze, as_tensor(x), axis=axis)
+def squeeze(x, axis=None, *, dim=UNSET):
+    """Drop the size-1 axes (all of them, or those named by axis: int or tuple; dim= is PyTorch's spelling)."""
+    return apply(S.Squeeze, as_tensor(x), axis=pick("squeeze", "axis", axis, "dim", dim, None))
 
 
-def unsqueeze(x, axis):
-    """Insert a size-1 axis at position `axis` of the result (an int or a tuple, like numpy.expand_dims)."""
+def unsqueeze(x, axis=None, *, dim=UNSET):
+    """Insert a size-1 axis at position `axis` of the result (an int or a tuple, like numpy.expand_dims;
+    dim= is PyTorch's spelling)."""
+    axis = pick("unsqueeze", "axis", axis, "dim", dim, None)
+    if axis is None:
+        raise ArgumentError("unsqueeze: give the position of the new axis, e.g. x.unsqueeze(0)")
     return apply(S.Unsqueeze, as_tensor(x), axis=axis)
 
 
 expand_dims = unsqueeze
 
 
-def flatten(x, start_axis=0, end_axis=-1):
-    """Merge axes start_axis..end_axis (inclusive) into one."""
-    return apply(S.Flatten, as_tensor(x), start_axis=start_axis, end_axis=end_axis)
+def flatten(x, start_axis=0, end_axis=-1, *, start_dim=UNSET, end_dim=UNSET):
+    """Merge axes start_axis..end_axis (inclusive) into one (start_dim/end_dim: PyTorch's spelling)."""
+    return apply(S.Flatten, as_tensor(x), start_axis=pick("flatten", "start_axis", start_axis, "start_dim", start_dim, 0),
+                 end_axis=pick("flatten", "end_axis", end_axis, "end_dim", end_dim, -1))
 
 
 def _index_part(i, xp):
@@ -89,8 +103,13 @@ def getitem(x, index):
     return apply(S.Getitem, x, index=tuple(_index_part(i, x.xp) for i in parts))
 
 
-def _same_kind(tensors):
+def _same_kind(tensors, op):
     """Tensors for a variadic op; integer tensors meeting a float one take its dtype."""
+    if isinstance(tensors, Tensor) or not isinstance(tensors, (list, tuple)):
+        raise ArgumentError(f"{op}: give a list or tuple of tensors, e.g. tm.{op}([a, b]), not "
+                            f"{type(tensors).__name__}")
+    if not tensors:
+        raise ArgumentError(f"{op}: needs at least one tensor")
     ts = [as_tensor(t) for t in tensors]
     floats = [t.dtype for t in ts if t.dtype.kind == "f"]
     if floats:
@@ -98,14 +117,17 @@ def _same_kind(tensors):
     return ts
 
 
-def concatenate(tensors, axis=0):
-    """Join tensors along an existing axis."""
-    return apply(S.Concatenate, *_same_kind(tensors), axis=axis)
+def concatenate(tensors, axis=0, *, dim=UNSET):
+    """Join tensors along an existing axis (dim= is PyTorch's spelling)."""
+    return apply(S.Concatenate, *_same_kind(tensors, "concatenate"), axis=pick("concatenate", "axis", axis, "dim", dim, 0))
 
 
-def stack(tensors, axis=0):
-    """Join tensors of one shape along a new axis."""
-    return apply(S.Stack, *_same_kind(tensors), axis=axis)
+cat = concatenate   # PyTorch's name
+
+
+def stack(tensors, axis=0, *, dim=UNSET):
+    """Join tensors of one shape along a new axis (dim= is PyTorch's spelling)."""
+    return apply(S.Stack, *_same_kind(tensors, "stack"), axis=pick("stack", "axis", axis, "dim", dim, 0))
 
 
 def pad(x, pad_width, value=0.0):

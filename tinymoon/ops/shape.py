@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_array_module
-from ..errors import ShapeError
+from ..errors import OutOfBoundsError, ShapeError
 from .base import Primitive, check_fragment
 
 
@@ -78,6 +78,27 @@ class Reshape(Primitive):
     @staticmethod
     def vijp(ctx, x_bar, fragment):
         return x_bar.reshape(ctx.out_shape)     # J is a relabelling: always invertible
+
+
+class Copy(Primitive):
+    """y = x in new memory (Tensor.clone): the identity map, so every rule passes its argument through."""
+    name = "copy"
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.copy()
+
+    @staticmethod
+    def jvp(ctx, x_dot):
+        return x_dot
+
+    @staticmethod
+    def vjp(ctx, y_bar):
+        return (y_bar,)
+
+    @staticmethod
+    def vijp(ctx, x_bar, fragment):
+        return x_bar
 
 
 class Squeeze(Reshape):
@@ -258,7 +279,7 @@ class Getitem(Primitive):
         try:
             y = x[index]
         except IndexError as e:
-            raise ShapeError(f"getitem: index {index!r} does not fit shape {x.shape}: {e}") from None
+            raise OutOfBoundsError(f"getitem: index {index!r} does not fit shape {x.shape}: {e}") from None
         ctx.out_shape = y.shape
         ctx.int_arrays = _has_int_array(index)
         return y
