@@ -5,6 +5,8 @@ modes, and the memory-saving gradient algorithms built on them.
     x = tm.randn(3, 4, seed=0, requires_grad=True)
     (x.tanh() * x).sum().backward()
 """
+__version__ = "0.1.0"      # the one place the version lives (pyproject.toml reads it)
+
 from . import backend, errors, memory
 from .autodiff.forward import jvp
 from .autodiff.inverse import vijp
@@ -17,6 +19,7 @@ from .tensor import (Tensor, arange, as_tensor, from_dlpack, full, generator, on
 from . import _methods  # noqa: F401  (binds operators and methods onto Tensor)
 from . import nn, data, optim  # noqa: E402  (training: modules, datasets, optimisers)
 from .serialization import load, save  # noqa: E402  (checkpoints)
+from .threads import get_num_threads, set_num_threads  # noqa: E402
 
 _ALGORITHMS = ("moonwalk", "fewbit", "randomized", "petra")
 
@@ -29,4 +32,3 @@ def __getattr__(name):
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'tinymoon' has no attribute {name!r}")
 
-__version__ = "0.1.0"

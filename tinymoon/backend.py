@@ -37,7 +37,7 @@ def cupy_module():
     if cp is None:
         raise DeviceError(
             "device 'cuda' is not available (" + _cupy_failure + "). Install the GPU extra on a machine "
-            "with an NVIDIA GPU and CUDA 12: pip install 'tinymoon-autodiff[gpu]'")
+            "with an NVIDIA GPU and CUDA 12: pip install -e \".[gpu]\" (in a checkout of tinymoon)")
     return cp
 
 
