@@ -9,7 +9,7 @@ import numpy as np
 
 from . import backend
 from .backend import as_dtype, get_array_module
-from .errors import ArgumentError, DTypeError, ShapeError
+from .errors import ArgumentError, DTypeError, ShapeError, TinymoonError
 
 
 class Tensor:
@@ -145,7 +145,8 @@ class Tensor:
 
     def __bool__(self):
         if self.data.size != 1:
-            raise ValueError(f"the truth value of a tensor with {self.data.size} elements is ambiguous")
+            raise ShapeError(f"bool(): the truth value of a tensor with {self.data.size} elements is ambiguous; "
+                             "reduce it first (.any(), .all(), or a comparison's .sum())")
         return bool(self.data)
 
     def __hash__(self):
@@ -183,10 +184,7 @@ _SCALARS = (bool, int, float, complex, np.generic)   # complex: refused by the d
 
 def _entry_dtype(dtype, what):
     """backend.as_dtype's verdict on an incoming array's dtype, the entry point named in the error."""
-    try:
-        return as_dtype(dtype)
-    except DTypeError as e:
-        raise DTypeError(f"{what}: {e}") from None
+    return as_dtype(dtype, what)
 
 
 def _is_host_or_device_array(x):
@@ -211,8 +209,8 @@ def _incoming(data, what):
     if isinstance(data, (list, tuple, range)):
         try:
             a = np.asarray(data)
-        except ValueError as e:      # ragged nesting
-            raise ShapeError(f"{what}: the nested sequence is not rectangular ({e})") from None
+        except (ValueError, TypeError) as e:      # ragged nesting, numbers that do not convert
+            raise ShapeError(f"{what}: the nested sequence is not a rectangular array of numbers ({e})") from None
         if a.dtype == object:
             raise DTypeError(f"{what}: the sequence holds objects that are not numbers "
                             f"(first element: {type(np.ravel(a)[0]).__name__ if a.size else '?'})")
@@ -233,7 +231,7 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
         data = _incoming(data, "tensor")
     if device is None:
         device = backend.device_of(data)
-    device = backend.normalize_device(device)
+    device = backend.normalize_device(device, "tensor")
     if dtype is None:
         dtype = data.dtype if hasattr(data, "dtype") and not isinstance(data, np.generic) else _infer_dtype(data)
     dtype = _entry_dtype(dtype, "tensor")
@@ -241,20 +239,39 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
         arr = backend.to_device(np.asarray(data) if not backend.is_cupy_array(data) else data, device)
         arr = arr.astype(dtype, copy=True)
     else:
-        arr = np.array(data, dtype=dtype, copy=True)
-    t = Tensor._wrap(arr)
-    if requires_grad:
-        t.requires_grad_(True)
-    return t
+        try:
+            arr = np.array(data, dtype=dtype, copy=True)
+        except (OverflowError, ValueError, TypeError) as e:     # -3 as uint8, "x" as int64...
+            raise DTypeError(f"tensor: cannot convert the data to {dtype} ({e})") from None
+    return _grad_flag(Tensor._wrap(arr), requires_grad, "tensor")
 
 
-def as_tensor(x, dtype=None, device=None):
+def as_tensor(x, dtype=None, device=None, *, what=None):
     """x itself if it is already a Tensor (of the dtype asked for); a NumPy/CuPy array wrapped without a copy
-    (its dtype checked); a DLPack producer (PyTorch, JAX...) through from_dlpack; else a new Tensor."""
+    (its dtype checked); a DLPack producer (PyTorch, JAX...) through from_dlpack; else a new Tensor.
+    `what` names the function converting its argument, in any error."""
     if isinstance(x, Tensor):
-        if dtype is None or x.dtype == as_dtype(dtype):
+        if dtype is None or x.dtype == as_dtype(dtype, "as_tensor"):
             return x
         return x.astype(dtype)
+    if what is None:
+        return _as_tensor(x, dtype, device)
+    try:
+        return _as_tensor(x, dtype, device)
+    except TinymoonError as e:
+        raise _renamed(e, what) from None
+
+
+def _renamed(e, what):
+    """The same error, its message naming the function `what` whose argument failed to convert."""
+    msg = str(e)
+    for prefix in ("as_tensor: ", "tensor: "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    return type(e)(f"{what}: {msg}")
+
+
+def _as_tensor(x, dtype, device):
     if dtype is None and device is None:
         if _is_host_or_device_array(x):
             if type(x) is not np.ndarray and not backend.is_cupy_array(x):
@@ -266,11 +283,11 @@ def as_tensor(x, dtype=None, device=None):
     return tensor(x, dtype=dtype, device=device)
 
 
-def floating(x):
+def floating(x, *, what=None):
     """as_tensor(x), with integer and bool tensors cast to the default float (float32): the entry of every
     function whose result is a float (exp, div, mean, softmax...). NumPy would pick float16 for (u)int8 and
     bool and float64 for int32/int64; tinymoon, like PyTorch, computes such math in float32."""
-    x = as_tensor(x)
+    x = as_tensor(x, what=what)
     if x.data.dtype.kind != "f":
         return Tensor._wrap(x.data.astype(backend.default_float))
     return x
@@ -305,11 +322,21 @@ def from_dlpack(x):
     return Tensor._wrap(a)
 
 
-def _alloc(fn, shape, dtype, device):
-    dtype = as_dtype(dtype)
-    device = backend.normalize_device(device)
+def _shape_of(what, shape):
+    """The shape f(2, 3) or f((2, 3)) asks for: non-negative ints only."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
+    if not all(isinstance(n, (int, np.integer)) and not isinstance(n, (bool, np.bool_)) for n in shape):
+        raise ShapeError(f"{what}: a shape is ints or one tuple of ints, got {shape!r}")
+    if any(n < 0 for n in shape):
+        raise ShapeError(f"{what}: negative size in shape {tuple(int(n) for n in shape)}")
+    return tuple(int(n) for n in shape)
+
+
+def _alloc(fn, shape, dtype, device, what):
+    dtype = as_dtype(dtype, what)
+    device = backend.normalize_device(device, what)
+    shape = _shape_of(what, shape)
     xp = np if device == "cpu" else backend.cupy_module()
     if device == "cpu":
         return Tensor._wrap(fn(xp, shape, dtype))
@@ -317,63 +344,87 @@ def _alloc(fn, shape, dtype, device):
         return Tensor._wrap(fn(xp, shape, dtype))
 
 
+def _grad_flag(t, requires_grad, what):
+    if requires_grad and not backend.is_float(t.data.dtype):
+        raise DTypeError(f"{what}: requires_grad=True needs a float dtype, got {t.dtype}")
+    return t.requires_grad_(bool(requires_grad))
+
+
 def zeros(*shape, dtype=None, device="cpu", requires_grad=False):
-    return _alloc(lambda xp, s, d: xp.zeros(s, d), shape, dtype, device).requires_grad_(requires_grad)
+    return _grad_flag(_alloc(lambda xp, s, d: xp.zeros(s, d), shape, dtype, device, "zeros"), requires_grad, "zeros")
 
 
 def ones(*shape, dtype=None, device="cpu", requires_grad=False):
-    return _alloc(lambda xp, s, d: xp.ones(s, d), shape, dtype, device).requires_grad_(requires_grad)
+    return _grad_flag(_alloc(lambda xp, s, d: xp.ones(s, d), shape, dtype, device, "ones"), requires_grad, "ones")
 
 
 def full(shape, value, dtype=None, device="cpu", requires_grad=False):
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    return _alloc(lambda xp, s, d: xp.full(s, value, d), (shape,), dtype, device).requires_grad_(requires_grad)
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    if not isinstance(value, (bool, int, float, np.number)):
+        raise ArgumentError(f"full: the fill value must be a number, got {type(value).__name__}")
+    return _grad_flag(_alloc(lambda xp, s, d: xp.full(s, value, d), (shape,), dtype, device, "full"),
+                      requires_grad, "full")
 
 
 def zeros_like(t, dtype=None):
-    return Tensor._wrap(t.xp.zeros_like(t.data, dtype=dtype))
+    t = as_tensor(t)
+    return Tensor._wrap(t.xp.zeros_like(t.data, dtype=None if dtype is None else as_dtype(dtype, "zeros_like")))
 
 
 def ones_like(t, dtype=None):
-    return Tensor._wrap(t.xp.ones_like(t.data, dtype=dtype))
+    t = as_tensor(t)
+    return Tensor._wrap(t.xp.ones_like(t.data, dtype=None if dtype is None else as_dtype(dtype, "ones_like")))
 
 
 def arange(start, stop=None, step=1, dtype=None, device="cpu"):
+    for v in (start, stop, step):
+        if (v is None and v is not stop) or (v is not None and (isinstance(v, (bool, np.bool_)) or not isinstance(
+                v, (int, float, np.integer, np.floating)))):
+            raise ArgumentError(f"arange: start, stop and step are real numbers, got {v!r}")
+    if step == 0:
+        raise ArgumentError("arange: step must not be 0")
     if stop is None:
         start, stop = 0, start
     if dtype is None:
         dtype = backend.int64 if all(isinstance(v, int) for v in (start, stop, step)) else backend.default_float
-    a = np.arange(start, stop, step, dtype=as_dtype(dtype))
-    return Tensor._wrap(backend.to_device(a, backend.normalize_device(device)))
+    dtype = as_dtype(dtype, "arange")
+    try:
+        a = np.arange(start, stop, step, dtype=dtype)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ArgumentError(f"arange({start}, {stop}, {step}) as {dtype}: {e}") from None
+    return Tensor._wrap(backend.to_device(a, backend.normalize_device(device, "arange")))
 
 
 def generator(seed=None):
     """A numpy Generator from a seed (a non-negative int, or a sequence of them), a Generator (returned as
     is) or None (fresh entropy)."""
+    return _generator(seed, "generator")
+
+
+def _generator(seed, what):
     if isinstance(seed, np.random.Generator):
         return seed
-    if isinstance(seed, (bool, np.bool_)) or isinstance(seed, (float, np.floating)):
-        raise ArgumentError(f"seed: {seed!r} is not a seed; give a non-negative int, a numpy Generator or None")
+    if isinstance(seed, (bool, np.bool_)) or isinstance(seed, (float, np.floating)) or isinstance(seed, Tensor):
+        raise ArgumentError(f"{what}: seed {seed!r} is not a seed; give a non-negative int, a numpy Generator or None")
     try:
         return np.random.default_rng(seed)
     except (ValueError, TypeError) as e:
-        raise ArgumentError(f"seed: {seed!r} is not a seed ({e}); give a non-negative int (or a sequence of "
-                            "them), a numpy Generator or None") from None
+        raise ArgumentError(f"{what}: seed {seed!r} is not a seed ({e}); give a non-negative int (or a sequence "
+                            "of them), a numpy Generator or None") from None
 
 
-def _random(draw, shape, seed, dtype, device, requires_grad):
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = tuple(shape[0])
-    a = draw(generator(seed), shape).astype(as_dtype(dtype))
-    t = Tensor._wrap(backend.to_device(a, backend.normalize_device(device)))
-    return t.requires_grad_(requires_grad)
+def _random(draw, shape, seed, dtype, device, requires_grad, what):
+    shape = _shape_of(what, shape)
+    dtype, device = as_dtype(dtype, what), backend.normalize_device(device, what)
+    a = draw(_generator(seed, what), shape).astype(dtype)
+    return _grad_flag(Tensor._wrap(backend.to_device(a, device)), requires_grad, what)
 
 
 def randn(*shape, seed=None, dtype=None, device="cpu", requires_grad=False):
     """Standard normal samples from an explicit seed or numpy Generator (never the global state)."""
-    return _random(lambda g, s: g.standard_normal(s), shape, seed, dtype, device, requires_grad)
+    return _random(lambda g, s: g.standard_normal(s), shape, seed, dtype, device, requires_grad, "randn")
 
 
 def rand(*shape, seed=None, dtype=None, device="cpu", requires_grad=False):
     """Uniform [0, 1) samples from an explicit seed or numpy Generator."""
-    return _random(lambda g, s: g.random(s), shape, seed, dtype, device, requires_grad)
+    return _random(lambda g, s: g.random(s), shape, seed, dtype, device, requires_grad, "rand")

@@ -5,6 +5,8 @@ names people type without thinking work. Giving both spellings of one argument i
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..errors import ArgumentError
 
 _UNSET = object()
@@ -19,9 +21,22 @@ def pick(op: str, numpy_name: str, numpy_value, torch_name: str, torch_value, de
     return torch_value
 
 
+def check_axis(op: str, axis, allow_none=True, allow_tuple=True):
+    """axis as the ops take it: None, an int, or a tuple/list of ints; else an ArgumentError naming op."""
+    def is_int(a):
+        return isinstance(a, (int, np.integer)) and not isinstance(a, (bool, np.bool_))
+    if (axis is None and allow_none) or is_int(axis):
+        return axis
+    if allow_tuple and isinstance(axis, (tuple, list)) and all(is_int(a) for a in axis):
+        return tuple(int(a) for a in axis)
+    raise ArgumentError(f"{op}: axis must be {'None, ' if allow_none else ''}an int"
+                        f"{' or a tuple of ints' if allow_tuple else ''}, got {axis!r}")
+
+
 def axis_keepdims(op, axis, keepdims, dim=_UNSET, keepdim=_UNSET):
     """(axis, keepdims) from NumPy's or PyTorch's spelling."""
-    return pick(op, "axis", axis, "dim", dim, None), pick(op, "keepdims", keepdims, "keepdim", keepdim, False)
+    return (check_axis(op, pick(op, "axis", axis, "dim", dim, None)),
+            bool(pick(op, "keepdims", keepdims, "keepdim", keepdim, False)))
 
 
 UNSET = _UNSET

@@ -14,41 +14,41 @@ __all__ = ["sum", "mean", "max", "min", "logsumexp", "var", "argmax", "argmin"]
 def sum(x, axis=None, keepdims=False, *, dim=UNSET, keepdim=UNSET):  # noqa: A001 - the public name mirrors numpy
     """Sum over axis (None: all, an int or a tuple)."""
     axis, keepdims = axis_keepdims("sum", axis, keepdims, dim, keepdim)
-    return apply(R.Sum, as_tensor(x), axis=axis, keepdims=keepdims)
+    return apply(R.Sum, as_tensor(x, what="sum"), axis=axis, keepdims=keepdims)
 
 
 def mean(x, axis=None, keepdims=False, *, dim=UNSET, keepdim=UNSET):
     """Mean over axis (None: all, an int or a tuple)."""
     axis, keepdims = axis_keepdims("mean", axis, keepdims, dim, keepdim)
-    return apply(R.Mean, floating(x), axis=axis, keepdims=keepdims)
+    return apply(R.Mean, floating(x, what="mean"), axis=axis, keepdims=keepdims)
 
 
 def max(x, axis=None, keepdims=False, *, dim=UNSET, keepdim=UNSET):  # noqa: A001
     """Maximum over axis; at ties the gradient is split equally among the tied elements."""
     axis, keepdims = axis_keepdims("max", axis, keepdims, dim, keepdim)
-    return apply(R.Max, as_tensor(x), axis=axis, keepdims=keepdims)
+    return apply(R.Max, as_tensor(x, what="max"), axis=axis, keepdims=keepdims)
 
 
 def min(x, axis=None, keepdims=False, *, dim=UNSET, keepdim=UNSET):  # noqa: A001
     """Minimum over axis; at ties the gradient is split equally among the tied elements."""
     axis, keepdims = axis_keepdims("min", axis, keepdims, dim, keepdim)
-    return apply(R.Min, as_tensor(x), axis=axis, keepdims=keepdims)
+    return apply(R.Min, as_tensor(x, what="min"), axis=axis, keepdims=keepdims)
 
 
 def logsumexp(x, axis=None, keepdims=False, *, dim=UNSET, keepdim=UNSET):
     """log(sum(exp(x))) over axis, computed stably."""
     axis, keepdims = axis_keepdims("logsumexp", axis, keepdims, dim, keepdim)
-    return apply(R.LogSumExp, floating(x), axis=axis, keepdims=keepdims)
+    return apply(R.LogSumExp, floating(x, what="logsumexp"), axis=axis, keepdims=keepdims)
 
 
 def var(x, axis=None, keepdims=False, ddof=0, *, dim=UNSET, keepdim=UNSET):
     """Variance over axis: sum((x - mean)^2) / (n - ddof)."""
     axis, keepdims = axis_keepdims("var", axis, keepdims, dim, keepdim)
-    return apply(R.Var, floating(x), axis=axis, keepdims=keepdims, ddof=ddof)
+    return apply(R.Var, floating(x, what="var"), axis=axis, keepdims=keepdims, ddof=ddof)
 
 
 def _arg(fn, x, axis, keepdims):
-    x = as_tensor(x)
+    x = as_tensor(x, what=fn)
     if axis is not None:
         axis = R.normalize_axes(fn, axis, x.ndim)
         if len(axis) != 1:
