@@ -23,6 +23,9 @@ def pick(op: str, numpy_name: str, numpy_value, torch_name: str, torch_value, de
 
 def check_axis(op: str, axis, allow_none=True, allow_tuple=True):
     """axis as the ops take it: None, an int, or a tuple/list of ints; else an ArgumentError naming op."""
+    if type(axis) is int or (axis is None and allow_none):      # the common cases, at once
+        return axis
+
     def is_int(a):
         return isinstance(a, (int, np.integer)) and not isinstance(a, (bool, np.bool_))
     if (axis is None and allow_none) or is_int(axis):

@@ -80,23 +80,25 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
     return apply(P.AvgPool2d, floating(x, what="avg_pool2d"), kernel_size=kernel_size, stride=stride, padding=padding)
 
 
-def _nonempty_along(x, axis, dim, op):
+def _softmax_operands(x, axis, dim, op):
+    """(x as a float tensor, the axis): an empty tensor has no softmax along any axis."""
+    x = floating(x, what=op)
     a = check_axis(op, pick(op, "axis", axis, "dim", dim, -1), False, False)
     if x.data.size == 0 and -x.ndim <= a < x.ndim:
         raise ShapeError(f"{op}: the tensor of shape {x.shape} is empty, so no {op} is defined along axis {a}")
-    return x
+    return x, a
 
 
 def softmax(x, axis=-1, *, dim=UNSET):
     """e^x / sum(e^x) along axis (stable); dim= is PyTorch's spelling of axis=."""
-    x = _nonempty_along(floating(x, what="softmax"), axis, dim, "softmax")
-    return apply(S.Softmax, x, axis=check_axis("softmax", pick("softmax", "axis", axis, "dim", dim, -1), False, False))
+    x, axis = _softmax_operands(x, axis, dim, "softmax")
+    return apply(S.Softmax, x, axis=axis)
 
 
 def log_softmax(x, axis=-1, *, dim=UNSET):
     """x - logsumexp(x) along axis (stable); dim= is PyTorch's spelling of axis=."""
-    x = _nonempty_along(floating(x, what="log_softmax"), axis, dim, "log_softmax")
-    return apply(S.LogSoftmax, x, axis=check_axis("log_softmax", pick("log_softmax", "axis", axis, "dim", dim, -1), False, False))
+    x, axis = _softmax_operands(x, axis, dim, "log_softmax")
+    return apply(S.LogSoftmax, x, axis=axis)
 
 
 def _labels(labels):
