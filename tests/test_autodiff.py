@@ -189,3 +189,15 @@ def test_peak_saved_bytes_ignores_leaf_residuals_and_untaped_ops():
             (x.tanh() * 2.0).exp()                         # nothing taped: nothing counted, not even briefly
     assert m.peak_saved_bytes == 0
     del y
+
+
+def test_bitmask_any_all_read_the_packed_bytes():
+    from tinymoon.ops.masks import BitMask
+    rng = np.random.default_rng(0)
+    for n in (1, 7, 8, 9, 17, 64, 100):
+        for m in (np.ones(n, bool), np.zeros(n, bool), rng.random(n) < 0.5):
+            b = BitMask.pack(m)
+            assert b.any() == m.any() and b.all() == m.all()
+        m = np.ones(n, bool)
+        m[-1] = False
+        assert not BitMask.pack(m).all()

@@ -134,3 +134,51 @@ def test_square_linear_vijp_is_exact_and_singular_raises():
     out, vf = tm.vijp(lambda a: a @ tm.tensor(singular), np.ones((2, 3)))
     with pytest.raises(NotInvertibleError, match="matmul.*singular"):
         vf(np.ones((2, 3)))
+
+
+@pytest.mark.parametrize("rows", [3, 40])          # fewer rows than n: LU solve; more: one float64 inverse
+def test_square_vijp_modes_agree_and_are_accurate(rows):
+    rng = np.random.default_rng(5)
+    n = 8
+    w = rng.uniform(-1 / np.sqrt(n), 1 / np.sqrt(n), (n, n)).astype(np.float32)   # PyTorch-like, cond ~ 10-100
+    y_true = rng.standard_normal((rows, n))
+    x_bar = (y_true @ w.astype(np.float64)).astype(np.float32)
+    plan = RightInverse("linear", w.T, np.float32, rows)
+    assert plan.mode == ("solve" if rows <= n else "inverse")
+    got = plan.solve(None, x_bar, None)
+    exact = np.linalg.solve(w.astype(np.float64).T, x_bar.astype(np.float64).T).T
+    assert got.dtype == np.float32
+    # both are backward stable and keep the result to float32 rounding, not eps * cond
+    assert np.linalg.norm(got - exact) / np.linalg.norm(exact) < 20 * np.finfo(np.float32).eps
+    wide = RightInverse("linear", w.T, np.float64, rows).solve(None, x_bar.astype(np.float64), None)
+    assert wide.dtype == np.float64                  # float64 cotangents through a float32 weight stay float64
+    np.testing.assert_allclose(wide, exact, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("rows", [2, 12])
+def test_numerically_singular_square_raises_in_both_modes(rows):
+    rng = np.random.default_rng(6)
+    u, _ = np.linalg.qr(rng.standard_normal((6, 6)))
+    s = np.array([1, 1, 1, 1, 1, 1e-13])
+    b = (u * s) @ u.T                                 # cond 1e13: singular for float64 inverse mode
+    out, vf = tm.vijp(lambda a: a @ tm.tensor(b), rng.standard_normal((rows, 6)))
+    with pytest.raises(NotInvertibleError, match="matmul.*singular"):
+        vf(rng.standard_normal((rows, 6)))
+
+
+def test_backprop_wrt_parameters_skips_the_input_cotangent(monkeypatch):
+    """Asking only for the weight's cotangent: the linear rule sees needs[0] False (no x̄ = ȳ W GEMM)."""
+    from tinymoon.autodiff.reverse import backprop
+    from tinymoon.ops.linalg import Linear
+    seen = []
+    real = Linear.vjp
+    monkeypatch.setattr(Linear, "vjp", staticmethod(lambda ctx, g: seen.append(list(ctx.needs)) or real(ctx, g)))
+    rng = np.random.default_rng(7)
+    x = tm.tensor(rng.standard_normal((4, 3)), requires_grad=True)
+    w = tm.tensor(rng.standard_normal((2, 3)), requires_grad=True)
+    out = tm.linear(x, w)
+    g = rng.standard_normal((4, 2))
+    (w_bar,) = backprop(out, g, wrt=[w])
+    np.testing.assert_allclose(w_bar, g.T @ x.numpy(), rtol=1e-12)
+    assert seen == [[False, True]]
+    assert out._node.ctx.needs == [True, True]        # restored after the walk

@@ -63,3 +63,8 @@ class DataUnavailableError(TinymoonError, ImportError):
 
 class FewBitError(TinymoonError, ValueError):
     """Bad input to the few-bit tables: an unknown activation, a bad parameter, an invalid table."""
+
+
+class AccuracyError(TinymoonError, ArithmeticError):
+    """A result whose measured error exceeds the tolerance it was asked for (Moonwalk's sweep with anchors
+    turned off, through an ill-conditioned network): raised instead of returning a wrong number."""

@@ -88,3 +88,49 @@ def measure(host: bool = True):
         if pool is not None:
             m.peak_gpu_bytes = max(0, max(gpu_peak[0], pool.total_bytes()) - base_gpu)
         _peak = max(old_peak, _peak)
+
+
+class Stash:
+    """Arrays an algorithm keeps between its passes (Moonwalk's fragments and anchors, checkpoints), counted
+    in the same counter as residuals, so every memory claim reads one number."""
+
+    def __init__(self):
+        self.items, self.nbytes = {}, 0
+
+    @staticmethod
+    def _size(v):
+        if v is None:
+            return 0
+        if isinstance(v, (list, tuple)):
+            return sum(Stash._size(a) for a in v)
+        return int(getattr(v, "nbytes", 0))
+
+    def put(self, key, value):
+        self.pop(key)
+        n = self._size(value)
+        self.items[key] = value
+        self.nbytes += n
+        _add(n)
+
+    def get(self, key, default=None):
+        return self.items.get(key, default)
+
+    def __contains__(self, key):
+        return key in self.items
+
+    def pop(self, key, default=None):
+        if key not in self.items:
+            return default
+        v = self.items.pop(key)
+        n = self._size(v)
+        self.nbytes -= n
+        _sub(n)
+        return v
+
+    def clear(self):
+        for k in list(self.items):
+            self.pop(k)
+
+    def __del__(self):
+        if self.nbytes:
+            _sub(self.nbytes)

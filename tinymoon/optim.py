@@ -83,10 +83,16 @@ class Optimizer:
                 else:
                     p.grad.data[...] = 0
 
-    def step(self):
+    def step(self, params=None):
+        """Update every parameter with a gradient — or only those in `params` (a subset, e.g. as Moonwalk's
+        sweep finishes each layer: moonwalk.step). Each parameter's update depends on its own state alone, so
+        stepping the subsets of a partition one by one equals one full step."""
+        only = None if params is None else {id(p) for p in params}
         with no_grad():
             for group in self.param_groups:
                 for p in group["params"]:
+                    if only is not None and id(p) not in only:
+                        continue
                     g = _grad_array(p)
                     if g is None:
                         continue

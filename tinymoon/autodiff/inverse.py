@@ -21,6 +21,30 @@ class Link:
         self.node, self.wrt, self.in_shape, self.out_shape = node, wrt, in_shape, out_shape
 
 
+def chain_links(nodes, source):
+    """The chain from `source` (a tape node, or a leaf tensor) through `nodes` ((node, output shape) pairs in
+    creation order), as
+    Links — setting each node's ctx.wrt to its data-path input — or the name of the primitive where the data
+    path forks (a value derived from the input used more than once). Nodes with no input on the path are
+    constant sub-expressions (e.g. computed from parameters) and are skipped."""
+    on_path = {id(source)}       # ids of the path's end not consumed yet
+    used = set()
+    links = []
+    for node, out_shape in nodes:
+        path = [i for i, p in enumerate(node.parents) if p is not None and (id(p) in on_path or id(p) in used)]
+        if not path:
+            continue
+        if len(path) > 1 or any(id(node.parents[i]) in used for i in path):
+            return node.prim.name
+        p = node.parents[path[0]]
+        on_path.discard(id(p))
+        used.add(id(p))
+        node.ctx.wrt = path[0]
+        links.append(Link(node, path[0], node.shapes[path[0]], out_shape))
+        on_path.add(id(node))
+    return links, on_path
+
+
 def trace_chain(f, x):
     """Run f(x) recording a tape, and return (out, links) for the chain from x to out."""
     from ..tensor import as_tensor
@@ -33,25 +57,13 @@ def trace_chain(f, x):
         traced = state.trace
     finally:
         state.trace = old
-    on_path = {id(x0)}           # ids of the path's end (x0 itself, then nodes) not consumed yet
-    used = set()
-    links = []
-    for y in traced:
-        node = y._node
-        path = [i for i, p in enumerate(node.parents) if p is not None and (id(p) in on_path or id(p) in used)]
-        if not path:
-            continue                # a constant sub-expression (e.g. computed from parameters)
-        if len(path) > 1 or any(id(node.parents[i]) in used for i in path):
-            raise NotInvertibleError(
-                f"vijp: the data path forks at {node.prim.name} (a value derived from the input is used more "
-                "than once), so the inverse pass is not a chain. Wrap the forking block in a primitive or "
-                "module with its own vijp rule (e.g. an additive-coupling RevBlock), or use reverse mode.")
-        p = node.parents[path[0]]
-        on_path.discard(id(p))
-        used.add(id(p))
-        node.ctx.wrt = path[0]
-        links.append(Link(node, path[0], node.shapes[path[0]], y.data.shape))
-        on_path.add(id(node))
+    found = chain_links([(y._node, y.data.shape) for y in traced], x0)
+    if isinstance(found, str):
+        raise NotInvertibleError(
+            f"vijp: the data path forks at {found} (a value derived from the input is used more "
+            "than once), so the inverse pass is not a chain. Wrap the forking block in a primitive or "
+            "module with its own vijp rule (e.g. an additive-coupling RevBlock), or use reverse mode.")
+    links, on_path = found
     end = id(out._node) if out._node is not None else id(out)
     if end not in on_path:
         raise NotInvertibleError(

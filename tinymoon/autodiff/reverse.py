@@ -45,7 +45,25 @@ def _topological(root):
     return order
 
 
-def sweep(nodes, grads, on_node=None, retain_graph=False):
+def _pruned(nodes, wanted):
+    """For a walk that only wants the cotangents of the leaves `wanted` (ids): the nodes on a path to one of
+    them, and for each node whose rule would compute a cotangent nobody wants, the `needs` it should see
+    instead (a linear layer then skips its input-cotangent GEMM)."""
+    reach = set()
+    keep, needs = [], {}
+    for node in nodes:                                         # inputs before outputs
+        want = tuple(bool(n) and p is not None and (id(p) in wanted or id(p) in reach)
+                     for n, p in zip(node.ctx.needs, node.parents))
+        if not any(want):
+            continue
+        reach.add(id(node))
+        keep.append(node)
+        if want != tuple(bool(n) for n in node.ctx.needs):
+            needs[id(node)] = list(want)
+    return keep, needs
+
+
+def sweep(nodes, grads, on_node=None, retain_graph=False, needs=None):
     """The reverse sweep over tape `nodes` (listed inputs before outputs).
 
     grads maps id(node) -> the cotangent of that node's output (the seeds). Each node's cotangent goes
@@ -53,7 +71,8 @@ def sweep(nodes, grads, on_node=None, retain_graph=False):
     cotangents for any other parent (a leaf, or a node outside the walk) are returned as
     {id(parent): [parent, cotangent]}. on_node(k, node, g) runs before node k's vjp (Moonwalk records
     fragments there: the only moment a cotangent exists inside the walk). Unless retain_graph, each node's
-    residuals are released as soon as it is done.
+    residuals are released as soon as it is done. needs maps id(node) -> the ctx.needs its rule should see
+    for this walk only (see _pruned).
     """
     members = {id(n) for n in nodes}
     outside = {}
@@ -67,11 +86,19 @@ def sweep(nodes, grads, on_node=None, retain_graph=False):
                     "Pass retain_graph=True to the first backward if you need to differentiate twice.")
             if on_node is not None:
                 on_node(k, node, g)
-            cts = node.prim.vjp(node.ctx, g)
+            pruned = None if needs is None else needs.get(id(node))
+            if pruned is None:
+                cts = node.prim.vjp(node.ctx, g)
+            else:
+                full, node.ctx.needs = node.ctx.needs, pruned
+                try:
+                    cts = node.prim.vjp(node.ctx, g)
+                finally:
+                    node.ctx.needs = full
             if type(cts) is not tuple:
                 cts = (cts,)
-            for p, ct, shape in zip(node.parents, cts, node.shapes):
-                if ct is None or p is None:
+            for i, (p, ct, shape) in enumerate(zip(node.parents, cts, node.shapes)):
+                if ct is None or p is None or (pruned is not None and not pruned[i]):
                     continue
                 if ct.shape != shape:
                     ct = unbroadcast(ct, shape)
@@ -94,14 +121,24 @@ def backprop(root, y_bar, wrt=None, retain_graph=False):
     """Propagate cotangent y_bar (an array of root's shape) through the tape.
 
     wrt=None: accumulate into the .grad of every leaf that requires grad (Tensor.backward).
-    wrt=[leaf tensors]: return their cotangents (arrays or None) and leave every .grad untouched (tm.vjp).
+    wrt=[leaf tensors]: return their cotangents (arrays or None) and leave every .grad untouched (tm.vjp);
+    only the nodes on a path to them are visited, and no rule computes a cotangent nobody asked for.
     """
     from ..tensor import Tensor
     wrap = Tensor._wrap
     if root._node is None:
         leaf_grads = {id(root): [root, y_bar]}
-    else:
+    elif wrt is None:
         leaf_grads = sweep(_topological(root), {id(root._node): y_bar}, retain_graph=retain_graph)
+    else:
+        order = _topological(root)
+        nodes, needs = _pruned(order, {id(t) for t in wrt})
+        leaf_grads = sweep(nodes, {id(root._node): y_bar}, retain_graph=retain_graph, needs=needs)
+        if not retain_graph:
+            for node in order:                                 # what the pruned walk skipped is done too
+                if not node.released:
+                    node.ctx.release()
+                    node.released = True
     if wrt is not None:
         return [leaf_grads[id(t)][1] if id(t) in leaf_grads else None for t in wrt]
     handed = set()
@@ -116,6 +153,34 @@ def backprop(root, y_bar, wrt=None, retain_graph=False):
         handed.add(id(g))
         t.grad = wrap(g)
     return None
+
+
+def accumulate_grad(param, g):
+    """param.grad += g as backward accumulates: a new array (never in place, so a caller may keep the old one
+    and put it back), in the parameter's dtype; a view or an aliased array is copied the first time."""
+    from ..tensor import Tensor
+    if g.dtype != param.data.dtype:
+        g = g.astype(param.data.dtype)
+    elif param.grad is None and g.base is not None:
+        g = g.copy()
+    param.grad = Tensor._wrap(g if param.grad is None else param.grad.data + g)
+
+
+def vjp_into(root, y_bar, inputs=(), params=(), accumulate=True):
+    """A local vjp of root's tape seeded with the array y_bar: the cotangents of the leaf tensors `inputs`
+    (arrays in y_bar's dtype, None where nothing reached them), and those of `params` added to their .grad
+    (accumulate=True) or returned after the inputs' (accumulate=False). The seed's dtype is kept, so float64
+    cotangents through a float32 tape stay float64 until they reach a parameter's .grad."""
+    inputs, params = list(inputs), list(params)
+    if root._node is None or not (inputs or params):
+        return [None] * (len(inputs) + (0 if accumulate else len(params)))
+    gs = backprop(root, y_bar, wrt=inputs + params)
+    if not accumulate:
+        return gs
+    for p, g in zip(params, gs[len(inputs):]):
+        if g is not None:
+            accumulate_grad(p, g)
+    return gs[:len(inputs)]
 
 
 def _seed(out, y_bar, what):

@@ -1,229 +1,343 @@
-"""Moonwalk against backprop, √L checkpointing and RevBackprop: memory versus depth, the deepest network under a
-memory budget, time per step, and the float32 error of the inverse-forward sweep with and without anchors.
+"""Moonwalk against backprop, √L checkpointing and RevBackprop — every memory and time figure measured at the
+default, error-controlled settings, after warm-up calls, with the gradient error of the same run (against
+float64 backprop on the same weights) printed in the same row.
 
-    python -m tinymoon.bench moonwalk            # full run (~10 min on 2 cores)
-    python -m tinymoon.bench moonwalk --quick    # small widths and depths (~1 min)
+    python -m tinymoon.bench moonwalk                      # every section (~15 min on 2 cores)
+    python -m tinymoon.bench moonwalk --quick              # small sizes (~2 min)
+    python -m tinymoon.bench moonwalk --sections proof,options
 
-Networks (MNIST-sized input, batch 128, float32):
-  mlp-leaky   Linear(784, W) + depth x [LeakyReLU(0.1), Linear(W, W)] + LeakyReLU + Linear(W, 10)
-  mlp-relu    the same with ReLU (Moonwalk records fragments: the cotangent on inactive units)
-  revnet      Linear(784, W) + depth x RevBlock(F, G) + Linear(W, 10); F, G = Linear(W/2, W/2), LeakyReLU(0.1),
-              Linear(W/2, W/2)
-All weights orthogonal (RevNet branches: gain 0.5).
-Memory: "saved" = peak of the engine's counter during one gradient step (tinymoon.memory: residuals kept by
-rules, plus fragments, anchors and checkpoints kept by the algorithms); "host" = peak traced host memory
-(tracemalloc) during the step above the level at entry, which also holds the parameter gradients and transient
-work arrays. Budget: the deepest network whose saved bytes stay within --budget MiB (default 256), solved from
-the measured linear growth in depth (per-layer slope between the two deepest measured points).
-Time: best of --repeat interleaved rounds, each method relative to backprop on the same network in the same run.
-Set OPENBLAS_NUM_THREADS=1 on a shared machine: an oversubscribed BLAS makes small LAPACK calls erratic.
+Sections:
+  proof     the issue's acceptance run: 48 x [Linear(256, 256), LeakyReLU(0.5)], float32, batch 1024, MSE,
+            PyTorch-default and orthogonal init: error, anchors, working memory and time against backprop
+  memory    saved / host / working memory and gradient error per method, networks and inits below, by depth
+  deepest   the deepest network whose working memory fits a budget, from the per-layer growth
+  options   anchors and memory needed for the same tolerance: float32 vs float64 cotangents, the first call
+            (planned from bounds) vs after warm-up (planned from measurements), fixed K, no anchors
+  time      time per step relative to backprop, MLP and RevNet, depth x width x batch
+  small     batch 64, width 256: host peak of Moonwalk (backward and step) against backprop, by depth
+  forward   forward-only gradients on a tiny MLP: naive forward mode, pure-forward and mixed Moonwalk
+
+Networks (float32, width W, MNIST-sized 784 inputs except in `proof`; MSE-free: cross-entropy on 10 classes):
+  mlp-leaky-S  Linear(784, W) + depth x [LeakyReLU(S), Linear(W, W)] + LeakyReLU + Linear(W, 10)
+  mlp-relu     the same with ReLU (Moonwalk records fragments: the cotangent on inactive units)
+  revnet       Linear(784, W) + depth x RevBlock(F, G) + Linear(W, 10); F, G = Linear(W/2, W/2), LeakyReLU(0.5),
+               Linear(W/2, W/2)
+Inits: "torch" = PyTorch's default (kaiming-uniform, a = √5), "ortho" = orthogonal weights (RevNet branches:
+gain 0.5). Memory: "saved" = peak of the engine's counter (residuals + fragments + anchors + checkpoints);
+"host" = peak traced host memory above the level at entry; "working" = host minus the parameter gradients,
+which every method holds at the end. "error" = largest per-tensor relative gradient error against float64
+backprop on the same weights; "bp32 error" = float32 backprop's own. Set OPENBLAS_NUM_THREADS=1 on a shared
+machine: an oversubscribed BLAS makes small LAPACK calls erratic.
 """
 from __future__ import annotations
 
 import argparse
 import math
 import os
+import time
+import warnings
 
 import numpy as np
 
-from .common import best_time, markdown, table, write_json
+from .common import markdown, table, write_json
 
 NAME = "moonwalk"
+WARMUP = 2            # calls before any measurement (the anchor plan learns from the first ones)
 
 
-def _orthogonal(seq, g, gain=1.0):
-    """Orthogonal weights (times gain) for the Linear entries of seq: well-conditioned layers, so the float32
-    sweep stays accurate at every depth measured (default init at depth 32 overflows the unanchored sweep)."""
-    from tinymoon import nn
-    for m in seq:
-        if isinstance(m, nn.Linear):
-            nn.init.orthogonal_(m.weight, gain=gain, generator=g)
-    return seq
+# ---- networks ---------------------------------------------------------------------------------------------
 
-
-def _models(width, slope=0.1, dtype="float32"):
+def make(net, depth, width, init, dtype="float32", seed=0, n_in=784, n_out=10, head=True):
     import tinymoon as tm
     from tinymoon import nn
-
-    def mlp(depth, act, seed=0):
-        g = tm.generator(seed)
-        layers = [nn.Linear(784, width, generator=g, dtype=dtype)]
+    g = tm.generator(seed)
+    layers = [nn.Linear(n_in, width, generator=g, dtype=dtype)] if head else []
+    if net.startswith("mlp"):
+        act = nn.ReLU if net == "mlp-relu" else (lambda: nn.LeakyReLU(float(net.rsplit("-", 1)[1])))
         for _ in range(depth):
             layers += [act(), nn.Linear(width, width, generator=g, dtype=dtype)]
-        layers += [act(), nn.Linear(width, 10, generator=g, dtype=dtype)]
-        return _orthogonal(nn.Sequential(*layers), g)
-
-    def revnet(depth, seed=0):
-        g = tm.generator(seed)
+        if head:
+            layers += [act(), nn.Linear(width, n_out, generator=g, dtype=dtype)]
+    elif net == "revnet":
         h = width // 2
 
         def branch():
-            return nn.Sequential(nn.Linear(h, h, generator=g, dtype=dtype), nn.LeakyReLU(slope),
+            return nn.Sequential(nn.Linear(h, h, generator=g, dtype=dtype), nn.LeakyReLU(0.5),
                                  nn.Linear(h, h, generator=g, dtype=dtype))
-        blocks = [nn.RevBlock(_orthogonal(branch(), g, 0.5), _orthogonal(branch(), g, 0.5)) for _ in range(depth)]
-        return _orthogonal(nn.Sequential(nn.Linear(784, width, generator=g, dtype=dtype), nn.Sequential(*blocks),
-                                         nn.Linear(width, 10, generator=g, dtype=dtype)), g)
+        layers += [nn.RevBlock(branch(), branch()) for _ in range(depth)]
+        layers += [nn.Linear(width, n_out, generator=g, dtype=dtype)]
+    else:
+        raise ValueError(net)
+    model = nn.Sequential(*layers)
+    if init == "ortho":
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                inner = net == "revnet" and m.weight.shape[0] == m.weight.shape[1] == width // 2
+                nn.init.orthogonal_(m.weight, gain=0.5 if inner else 1.0, generator=g)
+    return model
 
-    return {"mlp-leaky": lambda d: mlp(d, lambda: nn.LeakyReLU(slope)),
-            "mlp-relu": lambda d: mlp(d, nn.ReLU),
-            "revnet": revnet}
+
+def proof_mlp(depth, width, init, dtype="float32"):
+    """The issue's network: depth x [Linear(width, width), LeakyReLU(0.5)], no head."""
+    import tinymoon as tm
+    from tinymoon import nn
+    g = tm.generator(0)
+    layers = []
+    for _ in range(depth):
+        layers += [nn.Linear(width, width, generator=g, dtype=dtype), nn.LeakyReLU(0.5)]
+    model = nn.Sequential(*layers)
+    if init == "ortho":
+        for m in model:
+            if isinstance(m, nn.Linear):
+                nn.init.orthogonal_(m.weight, generator=g)
+    return model
 
 
-def _methods():
+def methods():
     from tinymoon import moonwalk as mw
     return {"backprop": mw.backprop, "checkpoint-sqrtL": mw.checkpointed_backward, "revbackprop": mw.revbackprop,
             "moonwalk": mw.backward}
 
 
-# which methods run on which network (RevBackprop only where every hidden unit is reversible)
-PAIRS = [("mlp-leaky", "backprop"), ("mlp-leaky", "checkpoint-sqrtL"), ("mlp-leaky", "moonwalk"),
-         ("mlp-relu", "backprop"), ("mlp-relu", "moonwalk"),
-         ("revnet", "backprop"), ("revnet", "checkpoint-sqrtL"), ("revnet", "revbackprop"), ("revnet", "moonwalk")]
+def copy_weights(dst, src):
+    for p, q in zip(dst.parameters(), src.parameters()):
+        p.data[...] = q.data
+    return dst
 
 
-def _data(batch, seed=0, dtype=np.float32):
-    r = np.random.default_rng(seed)
-    return r.standard_normal((batch, 784)).astype(dtype), r.integers(0, 10, batch)
+def rel_err(got, ref):
+    worst = 0.0
+    for a, b in zip(got, ref):
+        s = float(np.abs(b).max())
+        d = float(np.abs(a.astype(np.float64) - b).max())
+        worst = max(worst, d / s if s > 0 else (0.0 if d == 0 else math.inf))
+    return worst if math.isfinite(worst) else math.inf
 
 
-def _measure(net, meth, depth, width, batch):
-    """(peak saved MiB, peak host MiB, parameter MiB) of one gradient step."""
-    import tinymoon as tm
+class Case:
+    """One network in float32 and its float64 twin (same weights), one batch, the float64 backprop reference."""
+
+    def __init__(self, model32, model64, loss_fn, x, y):
+        from tinymoon import moonwalk as mw
+        self.m, self.loss_fn, self.x, self.y = model32, loss_fn, x, y
+        model64.zero_grad()
+        mw.backprop(model64, loss_fn, x.astype(np.float64), y if y.dtype.kind == "i" else y.astype(np.float64))
+        self.ref = [p.grad.numpy() for p in model64.parameters()]
+        self.grad_bytes = sum(p.data.nbytes for p in model32.parameters())
+        self.bp32 = self.error(mw.backprop)
+
+    def call(self, fn, **kw):
+        self.m.zero_grad()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)      # anchors=None runs: the error is printed anyway
+            return fn(self.m, self.loss_fn, self.x, self.y, **kw)
+
+    def error(self, fn, **kw):
+        self.call(fn, **kw)
+        return rel_err([p.grad.numpy() for p in self.m.parameters()], self.ref)
+
+    def measure(self, fn, warmup=WARMUP, **kw):
+        """After `warmup` calls: (error, report or None, saved MiB, host MiB, working MiB) of one call."""
+        import tinymoon as tm
+        for _ in range(warmup):
+            self.call(fn, **kw)
+        self.m.zero_grad()
+        with tm.memory.measure() as mem:
+            out = fn(self.m, self.loss_fn, self.x, self.y, **kw)
+        err = rel_err([p.grad.numpy() for p in self.m.parameters()], self.ref)
+        host = mem.peak_host_bytes
+        return (err, getattr(out, "report", None), mem.peak_saved_bytes / 2**20, host / 2**20,
+                (host - self.grad_bytes) / 2**20)
+
+
+def case(net, depth, width, init, batch, seed=1):
     from tinymoon import nn
-    loss_fn = nn.CrossEntropyLoss()
-    model = _models(width)[net](depth)
-    x, y = _data(batch)
-    fn = _methods()[meth]
-    model.zero_grad()
-    fn(model, loss_fn, x, y)                                 # warm-up (first-call allocations)
-    model.zero_grad()
-    with tm.memory.measure() as m:
-        fn(model, loss_fn, x, y)
-    return (m.peak_saved_bytes / 2**20, m.peak_host_bytes / 2**20,
-            sum(p.data.nbytes for p in model.parameters()) / 2**20)
+    r = np.random.default_rng(seed)
+    x = r.standard_normal((batch, 784)).astype(np.float32)
+    y = r.integers(0, 10, batch)
+    m64 = make(net, depth, width, init, dtype="float64")
+    return Case(copy_weights(make(net, depth, width, init), m64), m64, nn.CrossEntropyLoss(), x, y)
 
 
-def memory_vs_depth(width, depths, batch):
+def _row(base, err, rep, saved, host, working, extra=None):
+    row = dict(base, error=err, saved_MiB=saved, host_MiB=host, working_MiB=working)
+    if rep is not None:
+        row.update(anchors=len(rep.anchors), error_bound=rep.error_bound, repairs=rep.repairs)
+    row.update(extra or {})
+    return row
+
+
+def interleaved(fns, repeat, min_time=0.2):
+    """Best seconds per call of each fn, rounds interleaved so that load changes hit every method alike."""
+    best = [math.inf] * len(fns)
+    for _ in range(repeat):
+        for k, fn in enumerate(fns):
+            n, t0 = 0, time.perf_counter()
+            while True:
+                fn()
+                n += 1
+                t = time.perf_counter() - t0
+                if t >= min_time:
+                    break
+            best[k] = min(best[k], t / n)
+    return best
+
+
+# ---- sections ---------------------------------------------------------------------------------------------
+
+def proof(width=256, depth=48, batch=1024, repeat=3):
+    """Default arguments on the issue's net: error within max(1e-4, 10 x bp32), memory and time vs backprop."""
+    from tinymoon import moonwalk as mw
+    from tinymoon import nn
     rows = []
-    for depth in depths:
-        for net, meth in PAIRS:
-            saved, host, params = _measure(net, meth, depth, width, batch)
-            rows.append({"network": net, "method": meth, "depth": depth, "saved_MiB": saved, "host_MiB": host,
-                         "params_MiB": params})
-            print(f"  depth {depth:4d} {net:10s} {meth:17s} saved {saved:9.3f} MiB   host {host:9.3f} MiB", flush=True)
+    r = np.random.default_rng(1)
+    x = r.standard_normal((batch, width)).astype(np.float32)
+    y = r.standard_normal((batch, width)).astype(np.float32)
+    for init in ("torch", "ortho"):
+        m64 = proof_mlp(depth, width, init, "float64")
+        c = Case(copy_weights(proof_mlp(depth, width, init), m64), m64, nn.MSELoss(), x, y)
+        for meth, kw in [("backprop", {}), ("moonwalk", {}), ("moonwalk", {"cotangent_dtype": "float64"})]:
+            fn = methods()[meth]
+            err, rep, saved, host, working = c.measure(fn, **kw)
+            rows.append(_row({"init": init, "method": meth + ("+f64-cotangents" if kw else ""), "bp32_error": c.bp32},
+                             err, rep, saved, host, working))
+        t_bp, t_mw = interleaved([lambda: c.call(mw.backprop), lambda: c.call(mw.backward)], repeat)
+        bp, mwr = rows[-3], rows[-2]
+        for rr in rows[-3:]:
+            rr["pass_error"] = rr["error"] <= max(1e-4, 10 * c.bp32)
+        mwr.update(ms=t_mw * 1e3, x_backprop_time=t_mw / t_bp, working_saving=bp["working_MiB"] / mwr["working_MiB"])
+        bp.update(ms=t_bp * 1e3, x_backprop_time=1.0)
+        print("  " + "  |  ".join(f"{rr['init']} {rr['method']}: error {rr['error']:.1e} (bp32 {rr['bp32_error']:.1e}), "
+                                  f"anchors {rr.get('anchors', '-')}, working {rr['working_MiB']:.1f} MiB"
+                                  for rr in rows[-3:]), flush=True)
+        print(f"    time: backprop {t_bp * 1e3:.0f} ms, moonwalk {t_mw * 1e3:.0f} ms ({t_mw / t_bp:.2f}x); working memory "
+              f"{bp['working_MiB'] / mwr['working_MiB']:.1f}x below backprop's", flush=True)
     return rows
 
 
-def deepest_fit(rows, budget_mib, key="saved_MiB", extend=None, max_depth=1024):
-    """Per (network, method): the depth at which `key` reaches the budget, from the per-layer growth
-    between the two deepest points (memory is linear in depth once the per-layer part dominates).
+NETS = ["mlp-leaky-0.5", "mlp-leaky-0.1", "mlp-relu", "revnet"]
 
-    A method whose memory is still flat at the deepest measured depth (a one-layer working set dominates:
-    Moonwalk's masks are 1 bit per activation) is measured at doubled depths via `extend(net, meth, depth)`
-    until one doubling grows it by half or max_depth is reached; then "deepest" is a lower bound if still flat.
-    """
+
+def _pairs(net):
+    out = ["backprop", "checkpoint-sqrtL", "moonwalk"]
+    return out + ["revbackprop"] if net == "revnet" else out
+
+
+def memory(width, depths, batch, inits=("torch", "ortho")):
+    rows = []
+    for init in inits:
+        for net in NETS:
+            for depth in depths:
+                c = case(net, depth, width, init, batch)
+                for meth in _pairs(net):
+                    err, rep, saved, host, working = c.measure(methods()[meth])
+                    rows.append(_row({"network": net, "init": init, "depth": depth, "method": meth,
+                                      "bp32_error": c.bp32}, err, rep, saved, host, working))
+                    r = rows[-1]
+                    print(f"  {init:5s} {net:13s} depth {depth:3d} {meth:16s} error {err:.1e}  saved {saved:7.2f}  "
+                          f"host {host:7.2f}  working {working:7.2f} MiB"
+                          + (f"  anchors {r['anchors']}" if "anchors" in r else ""), flush=True)
+    return rows
+
+
+def deepest(rows, budget):
+    """Per (network, init, method): depth at which working memory reaches the budget, from the per-layer slope
+    between the two deepest measured points; the error measured at those depths beside it."""
     out = []
-    for net, meth in PAIRS:
-        pts = dict((r["depth"], r[key]) for r in rows if r["network"] == net and r["method"] == meth)
+    keys = sorted({(r["network"], r["init"], r["method"]) for r in rows})
+    for net, init, meth in keys:
+        pts = sorted((r["depth"], r["working_MiB"], r["error"]) for r in rows
+                     if (r["network"], r["init"], r["method"]) == (net, init, meth))
         if len(pts) < 2:
             continue
-        d1 = max(pts)
-        d0 = max(d for d in pts if d < d1)
-        while extend is not None and pts[d1] < 1.5 * pts[d0] and 2 * d1 <= max_depth:
-            d0, d1 = d1, 2 * d1
-            if d1 not in pts:
-                pts[d1] = extend(net, meth, d1)
-                print(f"  depth {d1:4d} {net:10s} {meth:17s} {key} {pts[d1]:9.3f} MiB (for the fit)", flush=True)
-        slope = (pts[d1] - pts[d0]) / (d1 - d0)
-        flat = slope <= 1e-3 * pts[d1] / d1                    # no visible growth: at least the depth measured
-        depth = math.inf if flat else int(d1 + (budget_mib - pts[d1]) / slope)
-        out.append({"network": net, "method": meth, "fit_depths": f"{d0}-{d1}", "MiB_per_layer": slope,
-                    "deepest": depth})
+        (d0, w0, e0), (d1, w1, e1) = pts[-2], pts[-1]
+        slope = (w1 - w0) / (d1 - d0)
+        depth = math.inf if slope <= 1e-6 else int(d1 + (budget - w1) / slope)
+        out.append({"network": net, "init": init, "method": meth, "MiB_per_layer": slope, "deepest": depth,
+                    "error_at_fit": max(e0, e1)})
     for r in out:
-        base = next(b for b in out if b["network"] == r["network"] and b["method"] == "backprop")
-        r["x_backprop"] = (r["deepest"] / base["deepest"]) if base["deepest"] not in (0, math.inf) else None
+        base = next(b for b in out if (b["network"], b["init"], b["method"]) == (r["network"], r["init"], "backprop"))
+        r["x_backprop"] = r["deepest"] / base["deepest"] if base["deepest"] not in (0, math.inf) else None
     return out
 
 
-def time_per_step(width, depth, batch, repeat):
-    from tinymoon import nn
-    loss_fn = nn.CrossEntropyLoss()
-    models, methods = _models(width), _methods()
-    x, y = _data(batch)
+def options(width, depth, batch):
+    """Anchors and memory for the same tolerance, per option, on mlp-leaky-0.5 (both inits)."""
+    from tinymoon import moonwalk as mw
     rows = []
-    for net in ("mlp-leaky", "mlp-relu", "revnet"):
-        model = models[net](depth)
-        ms = [m for n, m in PAIRS if n == net]
-        best = {m: math.inf for m in ms}
-        for _ in range(repeat):                                  # interleaved: load changes hit every method
-            for m in ms:
-                def step(m=m):
-                    model.zero_grad()
-                    methods[m](model, loss_fn, x, y)
-                best[m] = min(best[m], best_time(step, repeat=1, min_time=0.2))
-        for m in ms:
-            rows.append({"network": net, "method": m, "depth": depth, "ms_per_step": best[m] * 1e3,
-                         "x_backprop": best[m] / best["backprop"]})
-        print("  " + "   ".join(f"{net}/{m}: {best[m] * 1e3:.1f} ms ({best[m] / best['backprop']:.2f}x)" for m in ms),
-              flush=True)
+    for init in ("torch", "ortho"):
+        c = case("mlp-leaky-0.5", depth, width, init, batch)
+        for label, kw, warm in [("auto, first call (bounds)", {}, 0), ("auto, after warm-up (measured)", {}, WARMUP),
+                                ("auto + float64 cotangents, first call", {"cotangent_dtype": "float64"}, 0),
+                                ("auto + float64 cotangents, after warm-up", {"cotangent_dtype": "float64"}, WARMUP),
+                                ("every 8 units", {"anchors": 8}, WARMUP), ("every 2 units", {"anchors": 2}, WARMUP),
+                                ("no anchors (anchors=None)", {"anchors": None, "on_error": "warn"}, 0)]:
+            mw.forget(c.m)
+            err, rep, saved, host, working = c.measure(mw.backward, warmup=warm, **kw)
+            rows.append(_row({"init": init, "option": label, "bp32_error": c.bp32}, err, rep, saved, host, working))
+            r = rows[-1]
+            print(f"  {init:5s} {label:42s} anchors {r['anchors']:3d}  saved {saved:7.2f} MiB  working {working:7.2f} MiB"
+                  f"  error {err:.1e} (bound {r['error_bound']:.1e}, bp32 {c.bp32:.1e}, repairs {r['repairs']})",
+                  flush=True)
+        mw.forget(c.m)
     return rows
 
 
-def float32_error(depths, slopes, anchor_list, width, batch):
-    """Relative gradient error of float32 Moonwalk against float64 backprop on the same (orthogonal) weights."""
+def timing(configs, repeat):
+    from tinymoon import moonwalk as mw
+    rows = []
+    for net, depth, width, batch, init in configs:
+        c = case(net, depth, width, init, batch)
+        names = [m for m in _pairs(net)]
+        for m in names:                                          # warm-up (and the anchor plan's measurements)
+            for _ in range(WARMUP):
+                c.call(methods()[m])
+        best = interleaved([lambda m=m: c.call(methods()[m]) for m in names], repeat)
+        err = c.error(mw.backward)
+        for m, t in zip(names, best):
+            rows.append({"network": net, "init": init, "depth": depth, "width": width, "batch": batch, "method": m,
+                         "ms": t * 1e3, "x_backprop": t / best[0], "moonwalk_error": err})
+        print(f"  {init:5s} {net:13s} depth {depth:3d} width {width:4d} batch {batch:5d}: " + "  ".join(
+            f"{m} {t * 1e3:.0f} ms ({t / best[0]:.2f}x)" for m, t in zip(names, best)) + f"   moonwalk error {err:.1e}",
+            flush=True)
+    return rows
+
+
+def small_batch(depths, width=256, batch=64):
+    """Host peaks at a small batch, where the weight gradients dominate every method's peak."""
     import tinymoon as tm
     from tinymoon import moonwalk as mw
-    from tinymoon import nn
-    loss_fn = nn.CrossEntropyLoss()
-    r = np.random.default_rng(1)
-    x64 = r.standard_normal((batch, width))
-    y = r.integers(0, 10, batch)
     rows = []
-    for slope in slopes:
+    for init in ("torch", "ortho"):
         for depth in depths:
-            def build(dtype):
-                g = tm.generator(7)
-                layers = [nn.Linear(width, width, generator=g, dtype=dtype)]
-                for _ in range(depth):
-                    layers += [nn.LeakyReLU(slope), nn.Linear(width, width, generator=g, dtype=dtype)]
-                layers += [nn.LeakyReLU(slope), nn.Linear(width, 10, generator=g, dtype=dtype)]
-                model = nn.Sequential(*layers)
-                for m in model:
-                    if isinstance(m, nn.Linear):
-                        nn.init.orthogonal_(m.weight, generator=g)
-                return model
-            m64, m32 = build("float64"), build("float32")
-            mw.backprop(m64, loss_fn, x64, y)
-            ref = [p.grad.numpy() for p in m64.parameters()]
-            scale = max(float(np.abs(g).max()) for g in ref)
-
-            def err(grads):
-                e = max(float(np.abs(a.astype(np.float64) - b).max()) for a, b in zip(grads, ref)) / scale
-                return e if np.isfinite(e) else float("inf")
-            m32.zero_grad()
-            mw.backprop(m32, loss_fn, x64.astype(np.float32), y)
-            bp = err([p.grad.numpy() for p in m32.parameters()])
-            for a in anchor_list:
-                m32.zero_grad()
-                rec = mw.input_cotangent(m32, loss_fn, x64.astype(np.float32), y, anchors=a)
-                n_anchor, rec_bytes = len(rec.anchors), rec.nbytes
-                mw.sweep(m32, loss_fn, x64.astype(np.float32), y, rec)
-                rows.append({"slope": slope, "depth": depth, "anchors": str(a), "n_anchors": n_anchor,
-                             "anchor_KiB": rec_bytes / 1024, "rel_error": err([p.grad.numpy() for p in m32.parameters()]),
-                             "backprop_f32_error": bp})
-            print("  slope %-5g depth %3d  " % (slope, depth) + "  ".join(
-                f"{r['anchors']}: {r['rel_error']:.1e} ({r['n_anchors']} anchors)" for r in rows[-len(anchor_list):])
-                + f"   float32 backprop {bp:.1e}", flush=True)
+            c = case("mlp-leaky-0.5", depth, width, init, batch)
+            row = {"init": init, "depth": depth, "bp32_error": c.bp32}
+            for meth in ("backprop", "moonwalk"):
+                err, rep, saved, host, working = c.measure(methods()[meth])
+                row[f"{meth}_host_MiB"], row[f"{meth}_error"] = host, err
+            opt = tm.optim.SGD(c.m.parameters(), lr=0.0)                # lr 0: the weights stay as measured
+            step = lambda: mw.step(c.m, c.loss_fn, c.x, c.y, opt)       # noqa: E731
+            for _ in range(WARMUP):
+                step()
+            with tm.memory.measure() as mem:
+                step()
+            row["step_host_MiB"] = mem.peak_host_bytes / 2**20
+            row["backward_below_backprop"] = row["moonwalk_host_MiB"] < row["backprop_host_MiB"]
+            rows.append(row)
+            print(f"  {init:5s} depth {depth:3d}: host backprop {row['backprop_host_MiB']:.2f} MiB, moonwalk.backward "
+                  f"{row['moonwalk_host_MiB']:.2f} MiB (error {row['moonwalk_error']:.1e}), moonwalk.step "
+                  f"{row['step_host_MiB']:.2f} MiB", flush=True)
     return rows
 
 
 def forward_modes(depths, width=8, n_in=16, batch=8):
-    """Seconds per gradient of the forward-only methods on a tiny leaky-ReLU MLP: naive forward (one jvp per
-    parameter: quadratic in depth), pure-forward Moonwalk (one jvp per input coordinate, then the sweep:
-    linear in depth), mixed Moonwalk and backprop."""
+    """Seconds per gradient of the forward-only methods on a tiny leaky-ReLU MLP (float64): naive forward mode
+    (one jvp per parameter: quadratic in depth), pure-forward Moonwalk (one jvp per input coordinate, then the
+    sweep: linear in depth), mixed Moonwalk and backprop."""
     import tinymoon as tm
     from tinymoon import moonwalk as mw
     from tinymoon import nn
+    from .common import best_time
     loss_fn = nn.CrossEntropyLoss()
     r = np.random.default_rng(2)
     x = r.standard_normal((batch, n_in))
@@ -235,8 +349,14 @@ def forward_modes(depths, width=8, n_in=16, batch=8):
         for _ in range(depth):
             layers += [nn.LeakyReLU(0.5), nn.Linear(width, width, generator=g, dtype="float64")]
         layers += [nn.LeakyReLU(0.5), nn.Linear(width, 4, generator=g, dtype="float64")]
-        model = _orthogonal(nn.Sequential(*layers), g)
+        model = nn.Sequential(*layers)
+        for m in model:
+            if isinstance(m, nn.Linear):
+                nn.init.orthogonal_(m.weight, generator=g)
         row = {"depth": depth, "parameters": model.num_parameters()}
+        model.zero_grad()
+        mw.backprop(model, loss_fn, x, y)
+        ref = [p.grad.numpy().copy() for p in model.parameters()]
         for name, fn in [("naive_forward", mw.naive_forward),
                          ("pure_forward", lambda *a: mw.backward(*a, mode="forward")),
                          ("mixed", mw.backward), ("backprop", mw.backprop)]:
@@ -244,108 +364,81 @@ def forward_modes(depths, width=8, n_in=16, batch=8):
                 model.zero_grad()
                 fn(model, loss_fn, x, y)
             row[name + "_s"] = best_time(step, repeat=1 if name == "naive_forward" else 3, min_time=0.05)
+            row[name + "_error"] = rel_err([p.grad.numpy() for p in model.parameters()], ref)
         row["naive_over_pure"] = row["naive_forward_s"] / row["pure_forward_s"]
         rows.append(row)
         print(f"  depth {depth:3d}: naive forward {row['naive_forward_s']:.3f} s, pure-forward Moonwalk "
-              f"{row['pure_forward_s']:.4f} s ({row['naive_over_pure']:.0f}x faster), mixed {row['mixed_s']:.4f} s, "
-              f"backprop {row['backprop_s']:.4f} s", flush=True)
+              f"{row['pure_forward_s']:.4f} s ({row['naive_over_pure']:.0f}x faster, error {row['pure_forward_error']:.0e}), "
+              f"mixed {row['mixed_s']:.4f} s, backprop {row['backprop_s']:.4f} s", flush=True)
     return rows
 
 
-def plot(mem_rows, err_rows, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot")
-        return None
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    ax = axes[0]
-    for net, meth in PAIRS:
-        pts = sorted((r["depth"], r["saved_MiB"]) for r in mem_rows if r["network"] == net and r["method"] == meth)
-        if pts:
-            ax.plot(*zip(*pts), marker="o", label=f"{net} / {meth}",
-                    linestyle="-" if meth == "moonwalk" else "--")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("depth (hidden layers or RevBlocks)")
-    ax.set_ylabel("peak saved MiB (residuals + fragments + checkpoints)")
-    ax.set_title("memory versus depth, batch 128, 784 inputs")
-    ax.legend(fontsize=7)
-    ax = axes[1]
-    for slope in sorted({r["slope"] for r in err_rows}):
-        for a in sorted({r["anchors"] for r in err_rows}):
-            pts = sorted((r["depth"], max(r["rel_error"], 1e-9)) for r in err_rows
-                         if r["slope"] == slope and r["anchors"] == a)
-            ax.plot(*zip(*pts), marker="o", label=f"slope {slope}, anchors={a}")
-    ax.set_yscale("log")
-    ax.set_xlabel("depth")
-    ax.set_ylabel("relative gradient error (float32 vs float64 backprop)")
-    ax.set_title("float32 error of the inverse-forward sweep")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path, dpi=110)
-    print(f"wrote {path}")
-    return path
+COLUMNS = {
+    "proof": ["init", "method", "error", "bp32_error", "pass_error", "anchors", "error_bound", "saved_MiB", "host_MiB",
+              "working_MiB", "working_saving", "ms", "x_backprop_time"],
+    "memory": ["network", "init", "depth", "method", "error", "bp32_error", "anchors", "saved_MiB", "host_MiB",
+               "working_MiB"],
+    "deepest": ["network", "init", "method", "MiB_per_layer", "deepest", "x_backprop", "error_at_fit"],
+    "options": ["init", "option", "anchors", "saved_MiB", "working_MiB", "error", "error_bound", "bp32_error",
+                "repairs"],
+    "time": ["network", "init", "depth", "width", "batch", "method", "ms", "x_backprop", "moonwalk_error"],
+    "small": ["init", "depth", "backprop_host_MiB", "moonwalk_host_MiB", "step_host_MiB", "moonwalk_error",
+              "backward_below_backprop"],
+    "forward": ["depth", "parameters", "naive_forward_s", "pure_forward_s", "mixed_s", "backprop_s", "naive_over_pure",
+                "pure_forward_error"],
+}
 
 
 def run(argv=None):
     p = argparse.ArgumentParser(prog="python -m tinymoon.bench moonwalk", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="small widths and depths (about a minute)")
+    p.add_argument("--quick", action="store_true", help="small widths and depths (a couple of minutes)")
+    p.add_argument("--sections", default="proof,memory,deepest,options,time,small,forward")
     p.add_argument("--width", type=int, default=None, help="hidden width (default 256; --quick 64)")
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--budget", type=float, default=256.0, help="memory budget in MiB for the deepest fit")
-    p.add_argument("--repeat", type=int, default=None, help="interleaved timing rounds (default 5; --quick 2)")
+    p.add_argument("--budget", type=float, default=256.0, help="working-memory budget in MiB for `deepest`")
+    p.add_argument("--repeat", type=int, default=None, help="interleaved timing rounds (default 3; --quick 2)")
     p.add_argument("--out", default="bench_results")
     a = p.parse_args(argv)
+    sections = a.sections.split(",")
+    unknown = set(sections) - set(COLUMNS)
+    if unknown:
+        p.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(COLUMNS)}")
     width = a.width or (64 if a.quick else 256)
-    depths = [4, 16, 32] if a.quick else [4, 8, 16, 32, 64]
-    repeat = a.repeat or (2 if a.quick else 5)
-    time_depth = 8 if a.quick else 16
-    err_depths = [4, 8, 16] if a.quick else [4, 8, 16, 32]
-    err_width = 32 if a.quick else 64
-
-    print(f"(1) memory versus depth: width {width}, batch {a.batch}")
-    mem = memory_vs_depth(width, depths, a.batch)
-    fit = deepest_fit(mem, a.budget, extend=lambda n, m, d: _measure(n, m, d, width, a.batch)[0],
-                      max_depth=256 if a.quick else 1024)
-    fit_host = deepest_fit(mem, a.budget, key="host_MiB")
-    print(table(mem, ["network", "method", "depth", "saved_MiB", "host_MiB", "params_MiB"]))
-    print()
-    print(table(fit, ["network", "method", "fit_depths", "MiB_per_layer", "deepest", "x_backprop"],
-                title=f"(2) deepest network within {a.budget:g} MiB of saved bytes"))
-    print()
-    print(table(fit_host, ["network", "method", "fit_depths", "MiB_per_layer", "deepest", "x_backprop"],
-                title=f"    ... and within {a.budget:g} MiB of peak host memory (includes parameter gradients)"))
-    print(f"\n(3) time per step, depth {time_depth}, width {width}, batch {a.batch}")
-    times = time_per_step(width, time_depth, a.batch, repeat)
-    print(table(times, ["network", "method", "depth", "ms_per_step", "x_backprop"]))
-    print(f"\n(4) float32 error of the sweep against float64 backprop (width {err_width}, batch 32, orthogonal W)")
-    errs = float32_error(err_depths, [0.1, 0.01], [None, 4, 2, "auto"], err_width, 32)
-    print(table(errs, ["slope", "depth", "anchors", "n_anchors", "anchor_KiB", "rel_error", "backprop_f32_error"]))
-    print("\n(5) forward-only gradients on a tiny MLP (16 inputs, width 8, batch 8, float64)")
-    fwd = forward_modes([2, 4] if a.quick else [2, 4, 8, 16])
-    print(table(fwd, ["depth", "parameters", "naive_forward_s", "pure_forward_s", "mixed_s", "backprop_s",
-                      "naive_over_pure"]))
-    png = plot(mem, errs, os.path.join(a.out, f"{NAME}.png"))
-    payload = {"config": {"width": width, "batch": a.batch, "depths": depths, "budget_MiB": a.budget,
-                          "time_depth": time_depth, "repeat": repeat, "quick": a.quick,
-                          "err_width": err_width, "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS")},
-               "memory": mem, "deepest_fit_saved": fit, "deepest_fit_host": fit_host, "time": times,
-               "float32_error": errs, "forward_modes": fwd, "plot": png,
-               "markdown": {"memory": markdown(mem, ["network", "method", "depth", "saved_MiB", "host_MiB"]),
-                            "deepest_fit_saved": markdown(fit, ["network", "method", "fit_depths", "MiB_per_layer", "deepest",
-                                                                "x_backprop"]),
-                            "deepest_fit_host": markdown(fit_host, ["network", "method", "fit_depths", "MiB_per_layer", "deepest",
-                                                                    "x_backprop"]),
-                            "time": markdown(times, ["network", "method", "depth", "ms_per_step", "x_backprop"]),
-                            "float32_error": markdown(errs, ["slope", "depth", "anchors", "n_anchors", "anchor_KiB",
-                                                             "rel_error", "backprop_f32_error"]),
-                            "forward_modes": markdown(fwd, ["depth", "parameters", "naive_forward_s", "pure_forward_s",
-                                                            "mixed_s", "backprop_s", "naive_over_pure"])}}
+    repeat = a.repeat or (2 if a.quick else 3)
+    out = {}
+    if "proof" in sections:
+        print("(proof) 48 x [Linear(256, 256), LeakyReLU(0.5)], float32, batch 1024, MSE, default arguments"
+              if not a.quick else "(proof, quick) 12 x [Linear(64, 64), LeakyReLU(0.5)], batch 256")
+        out["proof"] = proof(*((64, 12, 256) if a.quick else (256, 48, 1024)), repeat=repeat)
+    if "memory" in sections or "deepest" in sections:
+        depths = [4, 16] if a.quick else [4, 16, 48]
+        print(f"(memory) width {width}, batch {a.batch}, depths {depths}, after {WARMUP} warm-up calls")
+        out["memory"] = memory(width, depths, a.batch)
+        out["deepest"] = deepest(out["memory"], a.budget)
+    if "options" in sections:
+        d = 12 if a.quick else 48
+        print(f"(options) mlp-leaky-0.5, depth {d}, width {width}, batch {a.batch}")
+        out["options"] = options(width, d, a.batch)
+    if "time" in sections:
+        configs = ([("mlp-leaky-0.5", 8, 64, 128, "ortho"), ("revnet", 8, 64, 128, "ortho")] if a.quick else
+                   [(net, d, w, b, "ortho") for net in ("mlp-leaky-0.5", "revnet") for d, w, b in
+                    [(16, 256, 128), (48, 256, 128), (16, 512, 128), (16, 256, 1024), (48, 256, 1024), (16, 512, 1024)]])
+        print(f"(time) per step, relative to backprop; best of {repeat} interleaved rounds")
+        out["time"] = timing(configs, repeat)
+    if "small" in sections:
+        depths = [4, 16] if a.quick else [8, 16, 32, 64]
+        print(f"(small) batch 64, width {256 if not a.quick else 64}: host peaks")
+        out["small"] = small_batch(depths, width=64 if a.quick else 256)
+    if "forward" in sections:
+        print("(forward) forward-only gradients on a tiny MLP (16 inputs, width 8, batch 8, float64)")
+        out["forward"] = forward_modes([2, 4] if a.quick else [2, 4, 8, 16])
+    for name, rows in out.items():
+        print()
+        print(table(rows, COLUMNS[name], title=f"== {name}"))
+    payload = {"config": {"width": width, "batch": a.batch, "budget_MiB": a.budget, "repeat": repeat, "quick": a.quick,
+                          "warmup_calls": WARMUP, "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS")},
+               **out, "markdown": {k: markdown(v, COLUMNS[k]) for k, v in out.items()}}
     write_json(NAME, payload, out_dir=a.out)
     return payload
 

@@ -1,139 +1,156 @@
-"""Cotangent anchors: where phase 1 records the true h_i so that phase 2 can restart from it.
+"""Error control for the inverse-forward sweep: where phase 1 records true cotangents (anchors), what the
+sweep expects its error to be, and what it learns from the error it measures.
 
-The sweep computes h_i = vijp_i(h_{i-1}), which inverts the vjp h_i ↦ h_i J_i. A relative error δ in
-h_{i-1} becomes at most cond(J_i)·δ in h_i (cond = σ_max/σ_min over the directions the vijp solves for), so
-after k layers rounding error can grow like eps · Π cond(J_i): geometrically with depth. An anchor at
-boundary i (the output of unit i) stores the true h_i from the reverse pass — one activation-sized array — and
-phase 2 takes it instead of the vijp, so the product restarts at 1.
+Why it is needed. The sweep computes h_i = vijp_i(h_{i-1}): it inverts the vjp h ↦ h J_i, a contraction. A
+relative error δ in h_{i-1} becomes up to κ_i·δ in h_i (κ_i = ‖J_i‖·‖J_i⁺‖), so rounding error grows
+geometrically along the sweep (../docs/moonwalk.md measures 30-80x per layer for a leaky-ReLU MLP with
+PyTorch's default initialisation). An anchor — the true h_i from phase 1, one activation — restarts it.
 
-anchors=None    no anchors (only the forced ones: units without a vijp, see layers.py "fork");
-anchors=K       every K units (outputs of units K, 2K, ... counted from 1);
-anchors="auto"  greedily, where the running product of per-unit condition estimates since the last anchor
-                would exceed tol / eps(dtype) (tol = anchor_tol, default 1e-4): the estimated relative error
-                of every h_i then stays below tol. The estimate of one unit is the product of its
-                primitives' bounds:
-                  - diagonal maps (leaky ReLU, tanh, ...): max|σ'| / min|σ'| over the coordinates the vijp
-                    divides by (leaky ReLU with a negative unit: 1/slope; ReLU: 1, its erased units are
-                    restored exactly from the fragment);
-                  - linear: σ_max(W) / σ_min(W) (eigenvalues of the smaller Gram matrix of W, only in "auto" mode,
-                    refreshed every REFRESH = 16 steps per weight array);
-                  - a primitive may define `condition(ctx) -> (norm, inverse_norm)`; any other primitive
-                    counts as 1 (reshape, pooling, conv: unknown — anchor by K if in doubt);
-                  - a RevBlock: (1 + N)² with N the product of its primitives' norms (a bound on
-                    ‖J_F‖, ‖J_G‖), since the inverse of [[I, J_F],[0, I]]-type blocks costs 1 + ‖J‖ each.
-Bounds, not measurements: "auto" tends to anchor more often than the measured error needs (see
-docs/moonwalk.md for the measured error against memory).
+The plan. Each unit gets a growth estimate g_i (the log of its amplification):
+  - measured, when this unit was swept before: the growth its segment showed (`learn`, below);
+  - otherwise the bound log κ_i from its primitives' `condition` rules (a primitive without one counts as
+    UNKNOWN), capped at the budget, so that an unmeasured unit is swept — and measured — on its own rather
+    than anchored forever on a pessimistic bound.
+A segment of swept units starts from an exact cotangent (error ~u, the unit roundoff of the cotangents'
+dtype) and may grow it to tol / MARGIN: Σ g_i <= budget = log(tol / (MARGIN·u)). Greedily, units are swept
+while the sum fits, and the unit that would overflow it is anchored.
+
+The check (phase2.py). Every segment ends where an exact cotangent is known anyway — at an anchored unit
+(whose local vjp of the anchor gives its exact input cotangent) or at the loss layer — so the sweep
+*measures* its relative error E there, on every call. E <= tol: accepted. Otherwise the segment is recomputed
+by backprop from a checkpoint of its input (exact; reported as a repair) — or, with anchors=None, an error.
+
+Learning. A measured E tells how much the segment grew the error: G = log(E/u). It is shared among the
+segment's units in proportion to their bounds, and never below budget/2 (so the next plan lengthens a
+segment at most about twofold: a segment measured at the rounding floor says little about a longer one).
+The measurements live with the unit objects (a weak dictionary): `forget(model)` drops them.
 """
 from __future__ import annotations
 
+import math
 import weakref
 
 import numpy as np
 
-from ..backend import get_array_module
-from ..ops.activations import LeakyReLU, ReLU
-from ..ops.elementwise import Diagonal
+from ..autodiff.units import tape_norm, unit_condition
 
-__all__ = ["node_bounds", "unit_condition", "plan_anchors"]
+__all__ = ["default_tol", "unit_bound", "Plan", "plan", "learn", "forget", "MARGIN", "UNKNOWN"]
 
-
-def _host_float(v):
-    return float(v.get()) if hasattr(v, "get") else float(v)
-
-
-# The condition number of a weight changes slowly while training (optimisers update it in place), so "auto"
-# recomputes it every REFRESH calls per weight array; the cache holds a weak reference to the array.
-REFRESH = 16
-_cache = {}
+# Default tolerance on the relative error of the swept cotangents, by the model's dtype: float64 matches
+# float64 backprop to ~1e-10 (gradients to ~1e-9); float32 stays within a small multiple of float32
+# backprop's own error against float64 (1e-6 to 1e-4 for deep nets).
+TOLERANCE = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
+MARGIN = 2.0          # plan for tol / MARGIN, so that the measured check rarely has to repair
+UNKNOWN = 2.0         # the growth assumed for a primitive without a condition rule, until it is measured
 
 
-def _linear_bounds(w):
-    """(σ_max(W), 1/σ_min(W)) from the eigenvalues of the smaller Gram matrix of W."""
-    hit = _cache.get(id(w))
-    if hit is not None and hit[0]() is w and hit[1] < REFRESH:
-        hit[1] += 1
-        return hit[2]
-    a = np.asarray(w.get() if hasattr(w, "get") else w, dtype=np.float64)
-    gram = a @ a.T if a.shape[0] <= a.shape[1] else a.T @ a
-    lam = np.linalg.eigvalsh(gram)                                    # σ² ascending
-    smax, smin = float(np.sqrt(max(lam[-1], 0.0))), float(np.sqrt(max(lam[0], 0.0)))
-    bounds = (smax, np.inf if smin == 0 else 1.0 / smin)
-    try:
-        _cache[id(w)] = [weakref.ref(w), 1, bounds]
-    except TypeError:                                                # not weak-referenceable: no cache
-        pass
-    if len(_cache) > 4096:
-        for k in [k for k, v in _cache.items() if v[0]() is None]:
-            del _cache[k]
-    return bounds
+def default_tol(dtype):
+    dtype = np.dtype(dtype)
+    if dtype not in TOLERANCE:
+        raise TypeError(f"moonwalk: no default tolerance for dtype {dtype}; use float32 or float64")
+    return TOLERANCE[dtype]
 
 
-def node_bounds(node):
-    """(‖J‖, ‖J⁺‖) estimates for one tape node along its data path (ctx.wrt)."""
-    prim, ctx = node.prim, node.ctx
-    hook = getattr(prim, "condition", None)
-    if hook is not None:
-        return hook(ctx)
-    if prim is ReLU or (isinstance(prim, type) and issubclass(prim, ReLU)):
-        return 1.0, 1.0                      # kept units: slope 1; erased units: restored from the fragment
-    if isinstance(prim, type) and issubclass(prim, LeakyReLU):
-        s = abs(ctx.params["slope"])
-        m = ctx.mask.unpack()
-        has_neg = not bool(m.all())
-        has_pos = bool(m.any())
-        norm = max(1.0 if has_pos else 0.0, s if has_neg else 0.0)
-        inv = max(1.0 if has_pos else 0.0, 1.0 / s if (has_neg and s > 0) else 0.0)
-        return norm, inv
-    if isinstance(prim, type) and issubclass(prim, Diagonal):
-        d = prim.derivative(ctx, ctx.wrt)
-        xp = get_array_module(d)
-        a = xp.abs(d)
-        kept = a[~prim._erased(ctx, d)]
-        if kept.size == 0:
-            return _host_float(a.max()) if a.size else 1.0, 1.0
-        return _host_float(kept.max()), 1.0 / _host_float(kept.min())
-    if prim.name == "linear" and getattr(ctx, "weight", None) is not None:
-        return _linear_bounds(ctx.weight)
-    return 1.0, 1.0
-
-
-def unit_condition(tape):
-    """The condition estimate of one phase-1 unit (see the module doc)."""
+def unit_bound(unit, kind, tape):
+    """log κ for one unit from its phase-1 tape (0 for a unit with no tape)."""
     if not tape.nodes:
-        return 1.0
-    if tape.kind == "revblock":
-        n = 1.0
-        for node in tape.nodes:
-            n *= node_bounds(node)[0]
-        return (1.0 + n) ** 2
-    k = 1.0
-    for node in tape.nodes:
-        a, b = node_bounds(node)
-        k *= a * b
-    return k
+        return 0.0
+    if kind == "block":
+        grow = getattr(unit, "vijp_growth", None)
+        k = grow(tape_norm(tape)) if grow is not None else unit_condition(tape, UNKNOWN)
+    else:
+        k = unit_condition(tape, UNKNOWN)
+    return math.log(k) if k > 1 else 0.0
 
 
-def plan_anchors(anchors, tapes, dtype, anchor_tol=1e-4):
-    """The set of unit indices i (0-based, i < L-1) whose output cotangent phase 1 records, and the list
-    of per-unit condition estimates (None unless anchors == "auto")."""
-    L = len(tapes)
-    forced = {i for i, t in enumerate(tapes[:-1]) if t.kind == "fork"}
+_measured = weakref.WeakKeyDictionary()          # unit -> log growth measured in its last swept segment
+
+
+class Plan:
+    """anchored: the units whose output cotangent phase 1 records (their vijp never runs); bounds[i]: log κ_i;
+    predicted[i]: the growth the plan assumed; budget: log(tol / (MARGIN u)); u: the cotangents' roundoff."""
+
+    def __init__(self, anchored, bounds, predicted, budget, u, tol):
+        self.anchored, self.bounds, self.predicted = anchored, bounds, predicted
+        self.budget, self.u, self.tol = budget, u, tol
+
+
+def plan(units, kinds, tapes, anchors, cot_dtype, tol, start=0, max_held=None, trainable=None):
+    """The Plan for one call. anchors: "auto", None (only the forced ones: fork units and the stem) or K
+    (every K-th unit). Units before `start` (the stem, run without a tape) are not planned. max_held (auto
+    only): at most this many units with parameters per segment — a segment's gradients are held until its
+    check passes, so moonwalk.step caps them to keep the peak below all the gradients; trainable[i] says
+    whether unit i has parameters that require grad)."""
+    if not (anchors is None or anchors == "auto" or
+            (isinstance(anchors, (int, np.integer)) and not isinstance(anchors, bool) and anchors >= 1)):
+        raise ValueError(f"moonwalk: anchors must be 'auto', None or a positive int K, got {anchors!r}")
+    L = len(units)
+    u = float(np.finfo(cot_dtype).eps)
+    budget = math.log(tol / (MARGIN * u))
+    bounds = [unit_bound(units[i], kinds[i], tapes[i]) if i >= start else 0.0 for i in range(L)]
+    predicted = []
+    for i, unit in enumerate(units):
+        m = _measured.get(unit) if anchors == "auto" else None
+        predicted.append(m if m is not None else min(bounds[i], budget))
+    forced = {i for i in range(start, L - 1) if kinds[i] == "fork"}
+    if start:
+        forced.add(start - 1)                                      # the stem's output cotangent
     if anchors is None:
-        return forced, None
-    if isinstance(anchors, str):
-        if anchors != "auto":
-            raise ValueError(f"moonwalk: anchors must be None, a positive int K or 'auto', got {anchors!r}")
-        eps = float(np.finfo(dtype).eps)
-        limit = anchor_tol / eps
-        kappas = [unit_condition(t) for t in tapes]
-        chosen, prod = set(forced), 1.0
-        for i in range(L - 1):
-            prod *= kappas[i]
-            if i in forced or prod > limit:
-                chosen.add(i)
-                prod = 1.0
-        return chosen, kappas
-    if isinstance(anchors, bool) or not isinstance(anchors, (int, np.integer)) or anchors < 1:
-        raise ValueError(f"moonwalk: anchors must be None, a positive int K or 'auto', got {anchors!r}")
-    k = int(anchors)
-    return forced | {i for i in range(L - 1) if (i + 1) % k == 0}, None
+        chosen = forced
+    elif anchors == "auto":
+        # Greedy: sweep while the segment's growth fits the budget, anchor the unit that would overflow it.
+        # An unmeasured unit whose bound alone fills the budget is swept on its own instead (its neighbour is
+        # anchored), so that it gets measured: the bound may be far from what it really does.
+        alone = {i for i in range(start, L - 1)
+                 if _measured.get(units[i]) is None and bounds[i] >= budget and i not in forced}
+        chosen, acc, last, held = set(forced), 0.0, None, 0
+        has_params = trainable or [False] * L
+        for i in range(start, L - 1):
+            if i in forced:
+                acc, last, held = 0.0, None, 0
+            elif max_held is not None and has_params[i] and held >= max_held:
+                chosen.add(i)                                      # the segment holds enough gradients
+                acc, last, held = 0.0, None, 0
+            elif acc + predicted[i] > budget and acc > 0:
+                if i in alone and last is not None and last not in alone:
+                    chosen.add(last)                               # anchor its predecessor; sweep it alone
+                    acc, last, held = predicted[i], i, int(has_params[i])
+                else:
+                    chosen.add(i)                                  # sweeping unit i would overflow the budget
+                    acc, last, held = 0.0, None, 0
+            else:
+                acc, last, held = acc + predicted[i], i, held + int(has_params[i])
+    else:
+        k = int(anchors)
+        chosen = forced | {i for i in range(start, L - 1) if (i + 1) % k == 0}
+    return Plan(chosen, bounds, predicted, budget, u, tol)
+
+
+def shares(indices, bounds):
+    """How a segment's measured growth divides among its units: in proportion to their bounds (uniformly
+    when none has one)."""
+    w = [bounds[i] for i in indices]
+    total = sum(w)
+    return [x / total for x in w] if total > 0 else [1.0 / len(indices)] * len(indices)
+
+
+def learn(units, indices, bounds, error, u, budget):
+    """Record what a swept segment (unit indices `indices`) measured: relative error `error` at its end."""
+    if not indices:
+        return
+    grew = math.log(max(error, u) / u) if np.isfinite(error) else 4 * budget
+    grew = max(grew, budget / 2)
+    for i, s in zip(indices, shares(indices, bounds)):
+        try:
+            _measured[units[i]] = grew * s
+        except TypeError:                                          # not weak-referenceable: nothing learned
+            pass
+
+
+def forget(model=None):
+    """Drop the measured growth of every unit of `model` (of every model when None)."""
+    if model is None:
+        _measured.clear()
+        return
+    for m in model.modules():
+        _measured.pop(m, None)

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import math
 
+from ..autodiff.reverse import vjp_into
 from ..autodiff.state import enable_grad, no_grad
+from ..memory import Stash
 from ..tensor import Tensor, as_tensor
-from .layers import Stash, flatten_units, local_backprop, unit_params
-from .mixed import _loss_cotangent
+from .phase1 import loss_cotangent
+from .units import flatten_units, unit_params
 
 __all__ = ["backprop", "checkpointed_backward", "revbackprop"]
 
@@ -48,8 +50,8 @@ def _backprop_units(units, x_in, h_out, loss_fn=None, y=None, need_input=True):
                 params.append(p)
     if not out.requires_grad:
         return None
-    (h_in,) = local_backprop(out, h_out, params, [leaf] if need_input else [])[:1] or (None,)
-    return h_in
+    got = vjp_into(out, h_out, [leaf] if need_input else [], params)
+    return got[0] if need_input else None
 
 
 def checkpointed_backward(model, loss_fn, x, y, every=None):
@@ -67,7 +69,7 @@ def checkpointed_backward(model, loss_fn, x, y, every=None):
                 stash.put(s, cur.data)                  # the segment input (x_0 is the caller's)
             for u in units[s:s + k]:
                 cur = u(cur)
-        loss, _ = _loss_cotangent(loss_fn, cur.data, y)
+        loss, _ = loss_cotangent(loss_fn, cur.data, y)
         del cur
     h = None
     for s in reversed(starts):
@@ -105,11 +107,11 @@ def revbackprop(model, loss_fn, x, y):
                 x_in = u.inverse(Tensor._wrap(x_out)).data   # reconstruct: x = f⁻¹(y), nothing stored
         if i == L - 1:
             leaf_out = Tensor._wrap(x_out)
-            loss, _ = _loss_cotangent(loss_fn, leaf_out.data, y)
+            loss, _ = loss_cotangent(loss_fn, leaf_out.data, y)
             h = _backprop_units([u], x_in, None, loss_fn, y, need_input=i > 0)
         else:
             h = _backprop_units([u], x_in, h, need_input=i > 0)
         x_out = x_in
     if L == 0:
-        loss, _ = _loss_cotangent(loss_fn, xv, y)
+        loss, _ = loss_cotangent(loss_fn, xv, y)
     return loss

@@ -9,16 +9,26 @@ y = concat(y1, y2). The inverse needs no stored activation:
     x1 = y1 - F(x2)
 F maps x2's channels to x1's, G maps x1's channels to x2's; both may be any Module (they need not be
 invertible themselves).
+
+The block owns its three rules: `forward`, `inverse` (x from y) and `vijp` (ȳ from x̄ = ȳ J, in closed form,
+with the parameter cotangents from the same two vjps) — Moonwalk and PETRA call them, nothing else
+re-derives the coupling.
 """
 from __future__ import annotations
 
 from .. import functional as Fn
-from ..autodiff.state import no_grad
+from ..autodiff.reverse import vjp_into
+from ..autodiff.state import enable_grad, no_grad
+from ..backend import get_array_module
 from ..errors import ShapeError
 from ..tensor import Tensor, as_tensor
 from .module import Module
 
 __all__ = ["RevBlock"]
+
+
+def _trainable(module):
+    return [p for p in module.parameters() if p.requires_grad]
 
 
 def _split_sizes(n, axis, shape):
@@ -63,6 +73,42 @@ class RevBlock(Module):
             x2 = (y2 - self.G(y1)).data
             x1 = (y1 - self.F(Tensor._wrap(x2))).data
             return Tensor._wrap(y.xp.concatenate([x1, x2], axis=axis))
+
+    def vijp(self, x, x_bar):
+        """Inverse mode through the block, for any F and G: from the input x and its cotangent x̄ = ȳ J (arrays),
+        return (y, ȳ) and add θ̄_F, θ̄_G to the parameters' .grad:
+
+            z̄ = x̄1   (the cotangent of y1 before G adds to it)
+            ȳ2 = x̄2 − z̄ J_F(x2),   θ̄_F = z̄ ∂F/∂θ_F
+            ȳ1 = z̄ − ȳ2 J_G(y1),   θ̄_G = ȳ2 ∂G/∂θ_G
+
+        (the backward pass is z̄ = ȳ1 + ȳ2 J_G, x̄1 = z̄, x̄2 = ȳ2 + z̄ J_F; solving it for ȳ gives the above).
+        No matrix is inverted, so the block is always submersive. x̄'s dtype is kept (float64 cotangents
+        through a float32 block stay float64)."""
+        i1, i2, axis = self._slices(x)
+        x1, x2 = x[i1], x[i2]
+        z_bar, x2_bar = x_bar[i1], x_bar[i2]
+        x2t = Tensor._wrap(x2, requires_grad=True)
+        with enable_grad():
+            f = self.F(x2t)
+        (zJ,) = vjp_into(f, z_bar, [x2t], _trainable(self.F))           # z̄ J_F(x2), θ̄_F into .grad
+        y2_bar = x2_bar if zJ is None else x2_bar - zJ
+        y1 = x1 + f.data
+        del f
+        y1t = Tensor._wrap(y1, requires_grad=True)
+        with enable_grad():
+            g = self.G(y1t)
+        (yJ,) = vjp_into(g, y2_bar, [y1t], _trainable(self.G))          # ȳ2 J_G(y1), θ̄_G into .grad
+        y1_bar = z_bar if yJ is None else z_bar - yJ
+        y2 = x2 + g.data
+        xp = get_array_module(x)
+        return xp.concatenate([y1, y2], axis=axis), xp.concatenate([y1_bar, y2_bar], axis=axis)
+
+    @staticmethod
+    def vijp_growth(norm):
+        """A bound on how much `vijp` amplifies a relative error, given a bound `norm` on ‖J_F‖ and ‖J_G‖:
+        each of the two subtractions adds at most ‖J‖ times the cotangent, so (1 + norm)²."""
+        return (1.0 + norm) ** 2
 
     def extra_repr(self):
         return f"split_axis={self.split_axis}"

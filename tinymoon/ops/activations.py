@@ -68,6 +68,10 @@ class ReLU(Diagonal):
     def _erased(cls, ctx, d):
         return ~d
 
+    @classmethod
+    def condition(cls, ctx):
+        return 1.0, 1.0           # kept units: slope 1; erased units come back exactly from the fragment
+
 
 class LeakyReLU(Diagonal):
     """x for x > 0, slope * x otherwise. With slope > 0 the Jacobian is invertible (no fragment)."""
@@ -97,11 +101,26 @@ class LeakyReLU(Diagonal):
         return get_array_module(d).abs(d) == 0     # only for slope 0; a small slope is still exact
 
     @classmethod
+    def fragment(cls, ctx, y_bar):
+        if ctx.params["slope"] != 0:
+            return None                            # f' is 1 or the slope: nothing erased (no pass over the mask)
+        return super().fragment(ctx, y_bar)
+
+    @classmethod
     def vijp(cls, ctx, x_bar, fragment):
         slope = ctx.params["slope"]
         if slope == 0:
             return super().vijp(ctx, x_bar, fragment)
         return where_mask(ctx.mask, x_bar, 1.0 / slope)    # y_bar = x_bar / f'(x)
+
+    @classmethod
+    def condition(cls, ctx):
+        # f' is 1 on the positive units and the slope on the others: only the slopes that occur count
+        s = abs(ctx.params["slope"])
+        if s == 0:
+            return 1.0, 1.0                                  # ReLU: erased units come from the fragment
+        pos, neg = ctx.mask.any(), not ctx.mask.all()
+        return max(1.0 if pos else 0.0, s if neg else 0.0), max(1.0 if pos else 0.0, 1.0 / s if neg else 0.0)
 
 
 class ELU(Fused):

@@ -7,6 +7,7 @@
 | vjp(ctx, y_bar)               | reverse mode, one cotangent per input     | y_bar -> y_bar J |
 | fragment(ctx, y_bar)          | the part of y_bar the vjp erases          | y_bar -> frag  |
 | vijp(ctx, x_bar, fragment)    | inverse mode along input ctx.wrt          | y_bar J -> y_bar |
+| condition(ctx)                | (‖J‖, ‖J⁺‖) bounds along ctx.wrt          | for error control |
 
 Rules receive and return arrays (NumPy or CuPy) — never Tensors (DESIGN.md §1). The engine
 (tinymoon.autodiff) is the only place that knows how a primitive meets tensors, tapes and tangents; it
@@ -99,6 +100,13 @@ class Primitive:
         raise MissingRuleError(
             f"{cls.name}: no vijp rule for input {ctx.wrt} (inverse mode is not available for this primitive "
             "with respect to this input); use reverse mode, or provide a block-level vijp")
+
+    @classmethod
+    def condition(cls, ctx):
+        """(‖J‖, ‖J⁺‖): bounds on how much the vjp and the vijp along ctx.wrt can stretch a cotangent. A
+        relative error δ in x̄ becomes at most ‖J‖‖J⁺‖·δ in the restored ȳ, which is what Moonwalk's error
+        control multiplies along a chain. None: no bound known (the caller measures instead)."""
+        return None
 
     # ---- helpers shared by rules -----------------------------------------------------------------
     @classmethod

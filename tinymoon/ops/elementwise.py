@@ -56,6 +56,17 @@ class Diagonal(Primitive):
             y_bar, erased.shape)[erased]
 
     @classmethod
+    def condition(cls, ctx):
+        # ‖J‖ = max |f'|, ‖J⁺‖ = 1 / min |f'| over the kept coordinates (the erased ones come back exactly
+        # from the fragment, so they amplify nothing).
+        d = cls.derivative(ctx, ctx.wrt)
+        a = get_array_module(d).abs(d)
+        kept = a[~cls._erased(ctx, d)]
+        if kept.size == 0:
+            return (float(a.max()) if a.size else 1.0), 1.0
+        return float(kept.max()), 1.0 / float(kept.min())
+
+    @classmethod
     def vijp(cls, ctx, x_bar, fragment):
         # y_bar = x_bar / f'(x) on the kept coordinates; the fragment restores the erased ones.
         xp = get_array_module(x_bar)

@@ -5,10 +5,13 @@ broadcast batch dimensions).
 
 Inverse mode along a (the left operand), b of shape (n, m) a fixed 2-D matrix (a 1-D b is m = 1): we need
 the y_bar with y_bar bᵀ = a_bar, one row at a time.
-- m <= n, b of full column rank m: y_bar = a_bar b (bᵀb)⁻¹. bᵀb is factorised ONCE per context (Cholesky,
+- m = n: square, the common hidden layer. Few rows (<= n): an LU solve of the rows themselves, with a
+  condition check from two probe columns; many rows: one float64 LU inverse per context (exact 1-norm
+  condition check) applied as a float64 GEMM. Both err by ~eps relative, not eps·cond.
+- m < n, b of full column rank m: y_bar = a_bar b (bᵀb)⁻¹. bᵀb is factorised ONCE per context (Cholesky,
   numpy.linalg.cholesky) into the cached right inverse P = b (bᵀb)⁻¹, so each row costs one O(nm) product.
   Numerically rank-deficient b (cond(b) >~ 1/max(10 eps, sqrt(eps64)), read off the Cholesky diagonal)
-  raises NotInvertibleError. The factorisations run in float64 internally (results in b's dtype).
+  raises NotInvertibleError. The factorisations run in float64 internally (results in the cotangents' dtype).
 - m > n (expanding): the vjp erases m - n dimensions of every row of y_bar. A column-pivoted QR of b
   (Businger–Golub) picks n well-conditioned columns K of b (b[:, K] invertible); the other m - n
   coordinates S of y_bar are the fragment, and y_bar[K] = (a_bar - y_bar[S] b[:, S]ᵀ) b[:, K]⁻ᵀ.
@@ -18,26 +21,30 @@ the y_bar with y_bar bᵀ = a_bar, one row at a time.
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 
 from ..backend import get_array_module
 from ..errors import MissingRuleError, NotInvertibleError, ShapeError
 from .base import Primitive, add_terms, check_fragment
+from .pivoted_qr import pivoted_qr
 from .shape import sum_to
 
 _kernels = None
 
 
 def _matmul(a, b):
-    """tinymoon.kernels.matmul (BLAS on the host, cuBLAS via CuPy); imported lazily (it loads Numba)."""
+    """tinymoon.kernels.matmul (BLAS on the host, cuBLAS via CuPy); imported lazily (it loads Numba).
+    Operands of two float widths only meet here when cotangents are carried wider than the model (Moonwalk's
+    cotangent_dtype): the narrower one is widened first, so BLAS runs on one dtype."""
     global _kernels
     if _kernels is None:
-        try:
-            from .. import kernels as k
-            _kernels = k.matmul
-        except ImportError:  # pragma: no cover - kernels is part of the distribution
-            _kernels = np.matmul  # TODO(kernels): only while tinymoon.kernels is missing
+        from .. import kernels as k
+        _kernels = k.matmul
+    if a.dtype != b.dtype:
+        wide = np.result_type(a.dtype, b.dtype)
+        a, b = a.astype(wide, copy=False), b.astype(wide, copy=False)
     return _kernels(a, b)
 
 
@@ -45,124 +52,59 @@ def _swap(a):
     return a.swapaxes(-1, -2)
 
 
-# ---- column-pivoted QR ------------------------------------------------------------------------------------
-
-def pivoted_qr(b, k=None, block=32):
-    """Businger–Golub column-pivoted Householder QR of b (n x m, host NumPy), k steps (default min(n, m)).
-
-    At step j the remaining column of largest norm (orthogonal to the columns already chosen) is swapped
-    to position j, then a Householder reflection H = I - tau v vᵀ zeroes it below the diagonal. Returns
-    (perm, r_diag): b[:, perm] = Q R with |r_diag| = |diag(R)| non-increasing, so b[:, perm[:k]] is a
-    well-conditioned choice of k columns.
-
-    Blocked like LAPACK's xLAQPS: within a block of reflectors the trailing matrix is updated lazily,
-    A = A_stale - V Fᵀ; only the pivot column and the new row of R are brought up to date at each step
-    (enough to pick the next pivot, from the downdated column norms), and the whole trailing matrix is
-    updated once per block with one matrix product.
-    """
-    a = np.array(b, dtype=np.float64, order="F")
-    n, m = a.shape
-    k = min(n, m) if k is None else min(k, n, m)
-    perm = np.arange(m)
-    vn1 = np.linalg.norm(a, axis=0)                 # remaining column norms (downdated)
-    vn2 = vn1.copy()                                # the norms when last computed exactly
-    tol3z = np.sqrt(np.finfo(np.float64).eps)
-    r_diag = np.zeros(k)
-    j0 = 0
-    while j0 < k:
-        nb = min(block, k - j0)
-        f = np.zeros((m - j0, nb))                  # row c - j0 of f belongs to column c
-        kb = 0
-        stale = None
-        for kk in range(nb):
-            j = j0 + kk
-            p = j + int(np.argmax(vn1[j:]))
-            if p != j:                              # pivot: the remaining column of largest norm
-                a[:, [j, p]] = a[:, [p, j]]
-                f[[j - j0, p - j0]] = f[[p - j0, j - j0]]
-                perm[[j, p]] = perm[[p, j]]
-                vn1[[j, p]] = vn1[[p, j]]
-                vn2[[j, p]] = vn2[[p, j]]
-            if kk:                                  # bring the pivot column up to date
-                a[j:, j] -= a[j:, j0:j] @ f[j - j0, :kk]
-            # Householder reflection: H x = beta e_1
-            alpha = a[j, j]
-            xnorm = np.linalg.norm(a[j + 1:, j])
-            if xnorm == 0:
-                tau, beta = 0.0, alpha
-            else:
-                beta = -np.copysign(np.hypot(alpha, xnorm), alpha)
-                tau = (beta - alpha) / beta
-                a[j + 1:, j] /= alpha - beta
-            v = a[j:, j].copy()
-            v[0] = 1.0
-            r_diag[j] = beta
-            # f[:, kk] = tau (A_current)ᵀ v, with A_current = A_stale - V Fᵀ on the trailing columns
-            aux = a[j:, j0:j].T @ v
-            f[j + 1 - j0:, kk] = tau * (a[j:, j + 1:].T @ v - f[j + 1 - j0:, :kk] @ aux)
-            # the new row of R: A[j, j+1:] -= V[j, :] Fᵀ
-            vrow = np.append(a[j, j0:j], 1.0)
-            a[j, j + 1:] -= f[j + 1 - j0:, :kk + 1] @ vrow
-            a[j, j] = beta
-            kb = kk + 1
-            # downdate the remaining norms by the new row of R (LAPACK's safeguarded formula)
-            if j + 1 < m:
-                c = slice(j + 1, m)
-                nz = vn1[c] != 0
-                t = np.zeros(m - j - 1)
-                t[nz] = np.abs(a[j, c][nz]) / vn1[c][nz]
-                t = np.maximum(0.0, (1 + t) * (1 - t))
-                t2 = t * (vn1[c] / np.where(vn2[c] == 0, 1, vn2[c])) ** 2
-                bad = (t2 <= tol3z) & nz
-                vn1[c] = vn1[c] * np.sqrt(t)
-                if bad.any():                       # cancellation: recompute those exactly after the block
-                    stale = np.nonzero(bad)[0] + j + 1
-                    break
-        jl = j0 + kb                                # the block's reflectors: columns j0..jl-1
-        if jl < m and jl < n:                       # apply the block to the trailing matrix: A -= V Fᵀ
-            a[jl:, jl:] -= a[jl:, j0:jl] @ f[jl - j0:, :kb].T
-        if stale is not None:
-            vn1[stale] = np.linalg.norm(a[jl:, stale], axis=0) if jl < n else 0.0
-            vn2[stale] = vn1[stale]
-        j0 = jl
-    return perm, r_diag
-
-
 # ---- the right inverse shared by matmul and linear -----------------------------------------------------
+
+# A square solve on `rows` right-hand sides: LU on the rows themselves (getrf + getrs) is cheaper while
+# rows <= SOLVE_ROWS x n; beyond that one explicit inverse and a GEMM win (measured on a 2-core CPU with
+# NumPy's OpenBLAS, n = 128..512: the crossover sits at rows = 1 to 1.5 n).
+SOLVE_ROWS = 1.0
+# The probe vectors of the solve path's condition check (fixed, so a vijp is deterministic).
+_PROBES = 2
+
 
 class RightInverse:
     """Solves y_bar bᵀ = a_bar for y_bar, b (n x m) fixed; built once per context (see the module doc).
 
-    `expanding` is False (m <= n: y_bar = a_bar @ P) or True (m > n: y_bar[S] is the fragment).
+    `dtype` is the cotangents' dtype: what the solve returns, and (with b's) what it computes in. A float32
+    model may carry float64 cotangents (Moonwalk's cotangent_dtype): then nothing is rounded to float32.
+    `rows` is the number of cotangent rows per call, which picks the square strategy.
+    `expanding` is False (m <= n) or True (m > n: y_bar[S] is the fragment).
     """
 
-    def __init__(self, op, b):
+    def __init__(self, op, b, dtype=None, rows=None):
         xp = get_array_module(b)
         n, m = b.shape
-        # b is known to its dtype's precision: cond(b) beyond ~1/(10 eps) is rank deficiency. The
-        # factorisations run in float64 (internally; results are cast back to b's dtype), where the
-        # Gram matrix bᵀb resolves cond(b) up to 1/sqrt(eps64) ~ 7e7.
-        tol = max(10 * float(np.finfo(b.dtype).eps), float(np.sqrt(np.finfo(np.float64).eps)))
-        b64 = b.astype(np.float64, copy=False)
-        self.m = m
+        self.op, self.m, self.shape = op, m, tuple(b.shape)
+        self.dtype = np.result_type(b.dtype, dtype or b.dtype)
+        # b is known to its dtype's precision: cond(b) beyond ~1/(10 eps) is rank deficiency. The Gram and QR
+        # factorisations run in float64, where bᵀb resolves cond(b) up to 1/sqrt(eps64) ~ 7e7.
+        self.tol = tol = max(10 * float(np.finfo(b.dtype).eps), float(np.sqrt(np.finfo(np.float64).eps)))
+        self.mode = None
+        self.nbytes = 0
         if m == n:
-            # Square: y_bar = a_bar b⁻ᵀ. One LU inverse (~2n³ flops, a third of the Gram/Cholesky route below),
-            # and it gives the exact 1-norm condition number in O(n²): cond₁ <= n·cond₂, so cond₁ > n/tol means
-            # cond₂ > 1/tol for sure (numerically singular for b's dtype): raise rather than amplify noise.
             self.expanding = False
+            if rows is not None and rows <= SOLVE_ROWS * n:
+                # Few rows: LU-solve them directly (ȳᵀ = b⁻¹ āᵀ), nothing kept; in the cotangents' dtype, which is
+                # as accurate as float64 here (the backward-stable solve errs by ~eps relative, not eps·cond).
+                self.mode, self.b = "solve", b
+                return
+            # Many rows: one LU inverse in float64 (~2n³ flops), applied as a float64 GEMM (an inverse rounded to
+            # float32 and applied in float32 errs by ~eps·cond, 200x the solve's error at cond 1e3). It gives the
+            # exact 1-norm condition number in O(n²): cond₁ <= n·cond₂, so cond₁ > n/tol means cond₂ > 1/tol for
+            # sure (numerically singular for b's dtype): raise rather than amplify noise.
+            b64 = b.astype(np.float64, copy=False)
             try:
                 inv = xp.linalg.inv(b64)
             except np.linalg.LinAlgError:
                 inv = None
             cond1 = None if inv is None else float(xp.abs(b64).sum(0).max() * xp.abs(inv).sum(0).max())
             if cond1 is None or not np.isfinite(cond1) or cond1 > n / tol:
-                raise NotInvertibleError(
-                    f"{op}: inverse mode needs the square right operand (shape {tuple(b.shape)}) to be invertible, "
-                    f"but it is numerically singular (cond_1(b) >~ {n / tol:.0e}); use reverse mode")
-            self.P = xp.ascontiguousarray(_swap(inv)).astype(b.dtype, copy=False)     # y_bar = a_bar @ b⁻ᵀ
+                raise self._singular(f"cond_1(b) >~ {n / tol:.0e}")
+            self.mode, self.P = "inverse", xp.ascontiguousarray(_swap(inv))        # y_bar = a_bar @ b⁻ᵀ, float64
             self.nbytes = self.P.nbytes
         elif m < n:
             self.expanding = False
+            b64 = b.astype(np.float64, copy=False)
             g = _swap(b64) @ b64                       # bᵀb, m x m, symmetric positive definite iff rank m
             try:
                 chol = xp.linalg.cholesky(g)
@@ -172,28 +114,72 @@ class RightInverse:
             # diag(L) spreads like the singular values of b: min/max <= tol means cond(b) >= 1/tol
             if d is None or not bool(xp.isfinite(d).all()) or float(d.min()) <= tol * float(d.max()):
                 raise NotInvertibleError(
-                    f"{op}: inverse mode needs the right operand (shape {tuple(b.shape)}) to have full column rank "
+                    f"{op}: inverse mode needs the right operand (shape {self.shape}) to have full column rank "
                     f"{m}, but it is numerically rank-deficient (cond(b) >~ {1 / tol:.0e}); use reverse mode")
             l_inv = xp.linalg.inv(chol)                # L⁻¹, (bᵀb)⁻¹ = L⁻ᵀ L⁻¹
-            self.P = (b64 @ (_swap(l_inv) @ l_inv)).astype(b.dtype, copy=False)   # y_bar = a_bar @ P
+            self.mode = "gram"
+            self.P = (b64 @ (_swap(l_inv) @ l_inv)).astype(self.dtype, copy=False)   # y_bar = a_bar @ P
             self.nbytes = self.P.nbytes
         else:
             self.expanding = True
             perm, r_diag = pivoted_qr(b.get() if hasattr(b, "get") else b, k=n)
             if n == 0 or not abs(r_diag[-1]) > tol * abs(r_diag[0]):
                 raise NotInvertibleError(
-                    f"{op}: inverse mode through an expanding matrix (shape {tuple(b.shape)}) needs rank {n}, but "
+                    f"{op}: inverse mode through an expanding matrix (shape {self.shape}) needs rank {n}, but "
                     f"it is numerically rank-deficient (|R_nn| / |R_11| <= {tol:.0e}); use reverse mode")
+            b64 = b.astype(np.float64, copy=False)
+            self.mode = "fragment"
             self.K = xp.asarray(np.sort(perm[:n]))
             self.S = xp.asarray(np.sort(perm[n:]))
-            self.M = _swap(xp.linalg.inv(b64[:, self.K])).astype(b.dtype)       # b[:, K]⁻ᵀ, n x n
-            self.bS_T = xp.ascontiguousarray(_swap(b[:, self.S]))               # b[:, S]ᵀ, (m - n) x n
+            self.M = _swap(xp.linalg.inv(b64[:, self.K])).astype(self.dtype)            # b[:, K]⁻ᵀ, n x n
+            self.bS_T = xp.ascontiguousarray(_swap(b[:, self.S])).astype(self.dtype, copy=False)   # b[:, S]ᵀ
             self.nbytes = self.M.nbytes + self.bS_T.nbytes
+
+    def _singular(self, why):
+        return NotInvertibleError(
+            f"{self.op}: inverse mode needs the square right operand (shape {self.shape}) to be invertible, but "
+            f"it is numerically singular ({why}); use reverse mode")
 
     def fragment(self, y_bar):
         return y_bar[..., self.S] if self.expanding else None
 
+    def _lu_solve(self, a_bar):
+        """ȳᵀ = b⁻¹ āᵀ by LU, with a condition check from a few fixed probe columns solved alongside:
+        ‖b⁻¹v‖/‖v‖ <= 1/σ_min(b) and ‖b‖_F/√n <= σ_max(b), so their product is a lower bound on cond₂(b);
+        above 1/tol b is singular for its dtype for sure. (A lower bound can miss a singular b; Moonwalk's
+        sweep measures its own error against exact cotangents, which catches what this misses.)"""
+        xp = get_array_module(a_bar)
+        b = self.b.astype(self.dtype, copy=False)
+        n = b.shape[0]
+        rows = a_bar.reshape(-1, n)
+        probes = xp.asarray(np.random.default_rng(0).standard_normal((n, _PROBES)), dtype=self.dtype)
+        rhs = xp.concatenate([_swap(rows), probes], axis=1)
+        try:
+            sol = xp.linalg.solve(b, rhs)
+        except np.linalg.LinAlgError:
+            raise self._singular("an exactly zero pivot") from None
+        grow = float((xp.sqrt((sol[:, -_PROBES:] ** 2).sum(0)) / xp.sqrt((probes ** 2).sum(0))).max())
+        lower = grow * float(xp.sqrt((b.astype(np.float64) ** 2).sum())) / np.sqrt(n)
+        if not np.isfinite(lower) or lower > 1 / self.tol:
+            raise self._singular(f"cond_2(b) >= {lower:.1e} > 1/tol = {1 / self.tol:.0e}")
+        return xp.ascontiguousarray(_swap(sol[:, :-_PROBES])).reshape(a_bar.shape)
+
+    def _apply_inverse(self, a_bar):
+        """a_bar @ b⁻ᵀ as a float64 GEMM, n rows at a time into the result, so the float64 temporaries stay
+        the size of the inverse itself rather than of the whole batch."""
+        xp = get_array_module(a_bar)
+        n = self.P.shape[0]
+        rows = a_bar.reshape(-1, n)
+        out = xp.empty(rows.shape, dtype=np.result_type(self.dtype, a_bar.dtype))
+        for r0 in range(0, rows.shape[0], n):
+            out[r0:r0 + n] = _matmul(rows[r0:r0 + n].astype(np.float64, copy=False), self.P)
+        return out.reshape(a_bar.shape)
+
     def solve(self, cls, a_bar, fragment):
+        if self.mode == "solve":
+            return self._lu_solve(a_bar)
+        if self.mode == "inverse":
+            return self._apply_inverse(a_bar)
         if not self.expanding:
             return _matmul(a_bar, self.P)
         if fragment is None:
@@ -201,18 +187,50 @@ class RightInverse:
                                        "(an expanding layer: more outputs than inputs)")
         # y_bar[K] = (a_bar - y_bar[S] b[:, S]ᵀ) b[:, K]⁻ᵀ
         xp = get_array_module(a_bar)
-        y_bar = xp.empty(a_bar.shape[:-1] + (self.m,), dtype=a_bar.dtype)
+        y_bar = xp.empty(a_bar.shape[:-1] + (self.m,), dtype=np.result_type(a_bar.dtype, self.dtype))
         check_fragment(cls.name, fragment, y_bar[..., self.S].shape)
         y_bar[..., self.S] = fragment
         y_bar[..., self.K] = _matmul(a_bar - _matmul(fragment, self.bS_T), self.M)
         return y_bar
 
 
-def _right_inverse(cls, ctx, b):
-    """The RightInverse of b, built once per context and cached on it (its bytes are counted)."""
+# ---- condition bounds for error control -------------------------------------------------------------------
+
+# σ_max and σ_min of a weight move slowly while it trains (optimisers update it in place), so the bounds are
+# recomputed every REFRESH calls per weight array (a weak reference tells when the array itself is gone).
+REFRESH = 16
+_bounds_cache = {}
+
+
+def singular_value_bounds(b):
+    """(σ_max(b), 1/σ_min(b)) of a 2-D b, from the eigenvalues of its smaller Gram matrix (σ² = eig(bᵀb)),
+    in float64 on the host. A rank-deficient b gives 1/σ_min = inf."""
+    hit = _bounds_cache.get(id(b))
+    if hit is not None and hit[0]() is b and hit[1] < REFRESH:
+        hit[1] += 1
+        return hit[2]
+    a = np.asarray(b.get() if hasattr(b, "get") else b, dtype=np.float64)
+    lam = np.linalg.eigvalsh(a @ a.T if a.shape[0] <= a.shape[1] else a.T @ a)      # σ², ascending
+    smax, smin = float(np.sqrt(max(lam[-1], 0.0))), float(np.sqrt(max(lam[0], 0.0)))
+    bounds = (smax, np.inf if smin == 0 else 1.0 / smin)
+    try:
+        _bounds_cache[id(b)] = [weakref.ref(b), 1, bounds]
+    except TypeError:                                        # not weak-referenceable: no cache
+        pass
+    if len(_bounds_cache) > 4096:
+        for k in [k for k, v in _bounds_cache.items() if v[0]() is None]:
+            del _bounds_cache[k]
+    return bounds
+
+
+def _right_inverse(cls, ctx, b, like=None):
+    """The RightInverse of b for cotangents like `like` (their dtype and row count), built once per context
+    and cached on it (its bytes are counted)."""
+    dtype = None if like is None else like.dtype
     ri = getattr(ctx, "right_inverse", None)
-    if ri is None:
-        ri = RightInverse(cls.name, b)
+    if ri is None or (dtype is not None and ri.dtype != np.result_type(b.dtype, dtype)):
+        rows = None if like is None else (like.size // like.shape[-1] if like.ndim and like.shape[-1] else 0)
+        ri = RightInverse(cls.name, b, dtype, rows)
         ctx.save(right_inverse=ri)
     return ri
 
@@ -277,7 +295,7 @@ class Matmul(Primitive):
         return a_bar, b_bar
 
     @classmethod
-    def _plan(cls, ctx):
+    def _plan(cls, ctx, like=None):
         if ctx.wrt != 0:
             raise MissingRuleError(
                 "matmul: no vijp rule along the right operand b (inverse mode through b would need a left inverse "
@@ -287,7 +305,7 @@ class Matmul(Primitive):
                 f"matmul: inverse mode along a needs a 1-D or 2-D right operand, got a batched b of shape "
                 f"{ctx.b_shape}; use reverse mode (or loop over the batch)")
         b = ctx.b[:, None] if len(ctx.b_shape) == 1 else ctx.b
-        return _right_inverse(cls, ctx, b)
+        return _right_inverse(cls, ctx, b, like)
 
     @classmethod
     def fragment(cls, ctx, y_bar):
@@ -296,8 +314,14 @@ class Matmul(Primitive):
         return cls._plan(ctx).fragment(y_bar)
 
     @classmethod
+    def condition(cls, ctx):
+        if ctx.wrt != 0 or len(ctx.b_shape) != 2:
+            return None
+        return singular_value_bounds(ctx.b)       # ȳ b̄ᵀ stretches by σ_max(b), its inverse by 1/σ_min(b)
+
+    @classmethod
     def vijp(cls, ctx, x_bar, fragment):
-        plan = cls._plan(ctx)
+        plan = cls._plan(ctx, x_bar)
         if len(ctx.b_shape) == 1:
             return plan.solve(cls, x_bar, fragment)[..., 0]
         return plan.solve(cls, x_bar, fragment)
@@ -356,12 +380,12 @@ class Linear(Primitive):
         return (x_bar, w_bar) if len(ctx.needs) == 2 else (x_bar, w_bar, b_bar)
 
     @classmethod
-    def _plan(cls, ctx):
+    def _plan(cls, ctx, like=None):
         if ctx.wrt != 0:
             raise MissingRuleError(
                 f"linear: no vijp rule along {'the weight' if ctx.wrt == 1 else 'the bias'}: inverse mode follows "
                 "the data path through x; use reverse mode for parameters")
-        return _right_inverse(cls, ctx, ctx.weight.T)
+        return _right_inverse(cls, ctx, ctx.weight.T, like)
 
     @classmethod
     def fragment(cls, ctx, y_bar):
@@ -371,5 +395,9 @@ class Linear(Primitive):
         return cls._plan(ctx).fragment(y_bar)
 
     @classmethod
+    def condition(cls, ctx):
+        return singular_value_bounds(ctx.weight) if ctx.wrt == 0 else None
+
+    @classmethod
     def vijp(cls, ctx, x_bar, fragment):
-        return cls._plan(ctx).solve(cls, x_bar, fragment)
+        return cls._plan(ctx, x_bar).solve(cls, x_bar, fragment)

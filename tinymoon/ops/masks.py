@@ -25,6 +25,18 @@ class BitMask:
     def unpack(self):
         return kernels.unpack_bits(self.packed, self.size).reshape(self.shape)
 
+    def any(self):
+        """Whether some bit is set, read off the packed bytes (an eighth of the elements)."""
+        return bool(self.packed.any())
+
+    def all(self):
+        """Whether every bit is set: full bytes are 0xFF, and the last byte's used bits (LSB first) are set."""
+        full, tail = divmod(self.size, 8)
+        p = self.packed
+        if full and not bool((p[:full] == 0xFF).all()):
+            return False
+        return not tail or int(p[full]) & ((1 << tail) - 1) == (1 << tail) - 1
+
     @property
     def nbytes(self):
         return self.packed.nbytes
