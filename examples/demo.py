@@ -1,7 +1,7 @@
 """The README demo: train a small CNN on MNIST, then train a 32-layer MLP with Moonwalk and with backprop
 and print the memory each needed.
 
-    python examples/demo.py              # about 30 s on 2 CPU cores once MNIST is cached (see the README)
+    python examples/demo.py              # under 30 s on 2 CPU cores (20-26 s measured; see the README)
     python examples/demo.py --synthetic  # no MNIST package: a small synthetic data set instead
 
 Part 1 (examples/train_mnist.py): a 2-conv + 2-linear CNN, one epoch of Adam: >= 97% test accuracy, with a
