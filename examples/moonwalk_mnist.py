@@ -142,7 +142,9 @@ def main(argv=None):
                         "(no error control: warns when the measured error passes the tolerance)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="'cpu' or 'cuda' (needs tinymoon-autodiff[gpu] and a GPU)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for BLAS and Numba (default: 1; tm.set_num_threads)")
     args = p.parse_args(argv)
+    tm.set_num_threads(args.threads)     # one thread: small batches, and pools of several runtimes fight on few cores
     train_set, test_set = load(args)
     print(f"{len(train_set[1])} training images; {args.depth} hidden layers of width {args.width}, batch {args.batch}")
     methods = ["backprop", "moonwalk"] if args.method == "both" else [args.method]

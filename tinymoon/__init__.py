@@ -5,11 +5,13 @@ modes, and the memory-saving gradient algorithms built on them.
     x = tm.randn(3, 4, seed=0, requires_grad=True)
     (x.tanh() * x).sum().backward()
 """
+__version__ = "0.1.0"      # the one place the version lives (pyproject.toml reads it)
+
 from . import backend, errors, memory
 from .autodiff.forward import jvp
 from .autodiff.inverse import vijp
 from .autodiff.reverse import grad, value_and_grad, vjp
-from .autodiff.state import enable_grad, is_grad_enabled, no_grad
+from .autodiff.state import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .backend import cuda_available, float32, float64, int32, int64
 from .functional import *  # noqa: F401,F403
 from .tensor import (Tensor, arange, as_tensor, from_dlpack, full, generator, ones, ones_like, rand, randn,
@@ -17,6 +19,7 @@ from .tensor import (Tensor, arange, as_tensor, from_dlpack, full, generator, on
 from . import _methods  # noqa: F401  (binds operators and methods onto Tensor)
 from . import nn, data, optim  # noqa: E402  (training: modules, datasets, optimisers)
 from .serialization import load, save  # noqa: E402  (checkpoints)
+from .threads import get_num_threads, set_num_threads  # noqa: E402
 
 _ALGORITHMS = ("moonwalk", "fewbit", "randomized", "petra")
 
@@ -29,4 +32,3 @@ def __getattr__(name):
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'tinymoon' has no attribute {name!r}")
 
-__version__ = "0.1.0"

@@ -28,8 +28,8 @@ def _bind():
                  "softplus", "clip", "abs"):
         setattr(T, name, getattr(F, name))
     # shape, reduction and linear-algebra methods are bound in their own sections when present
-    for name in ("sum", "mean", "max", "min", "var", "logsumexp", "reshape", "transpose", "permute",
-                 "broadcast_to", "squeeze", "unsqueeze", "flatten", "matmul", "softmax", "log_softmax",
+    for name in ("sum", "mean", "max", "min", "var", "logsumexp", "reshape", "view", "clone", "transpose",
+                 "permute", "broadcast_to", "squeeze", "unsqueeze", "flatten", "matmul", "softmax", "log_softmax",
                  "expand_dims", "argmax", "argmin"):
         if hasattr(F, name):
             setattr(T, name, getattr(F, name))
@@ -38,6 +38,28 @@ def _bind():
         T.__rmatmul__ = lambda a, b: F.matmul(b, a)
     if hasattr(F, "getitem"):
         T.__getitem__ = lambda a, idx: F.getitem(a, idx)
+    T.__iter__ = _iter
+    T.__format__ = _format
+    T.numel = lambda a: a.data.size          # PyTorch's names for size and ndim
+    T.dim = lambda a: a.data.ndim
+
+
+def _iter(t):
+    """for row in t: the rows t[0], t[1], ... (on the tape, like any index); a, b = t unpacks them."""
+    if t.data.ndim == 0:
+        raise TypeError("iteration over a 0-d tensor (use .item() for its value)")
+    for i in range(t.data.shape[0]):
+        yield t[i]
+
+
+def _format(t, spec):
+    """format(t, ".3f") / f"{t:.3f}" for a one-element tensor (its value); format(t) is repr(t)."""
+    if not spec:
+        return repr(t)
+    if t.data.size != 1:
+        raise TypeError(f"format spec {spec!r} needs a one-element tensor, this one has shape {t.shape}; format "
+                        "its values with numpy (np.array2string(t.numpy(), ...)) or one element at a time")
+    return format(t.item(), spec)
 
 
 _bind()

@@ -37,7 +37,7 @@ def cupy_module():
     if cp is None:
         raise DeviceError(
             "device 'cuda' is not available (" + _cupy_failure + "). Install the GPU extra on a machine "
-            "with an NVIDIA GPU and CUDA 12: pip install 'tinymoon-autodiff[gpu]'")
+            "with an NVIDIA GPU and CUDA 12: pip install -e \".[gpu]\" (in a checkout of tinymoon)")
     return cp
 
 
@@ -55,11 +55,15 @@ def get_array_module(*arrays):
 
 # ---- devices ---------------------------------------------------------------------------------------
 
-def normalize_device(device) -> str:
-    """'cpu', 'cuda' -> 'cuda:0', 'cuda:N'. Raises DeviceError for anything else or an absent GPU."""
+def normalize_device(device, what=None) -> str:
+    """'cpu', 'cuda' -> 'cuda:0', 'cuda:N'. Raises DeviceError for anything else or an absent GPU (`what`
+    names the function asking, in the error)."""
     if device is None:
         return "cpu"
-    device = str(device)
+    pre = f"{what}: " if what else ""
+    if not isinstance(device, str):
+        raise DeviceError(f"{what + ': ' if what else ''}device must be a string ('cpu', 'cuda' or 'cuda:N'), "
+                          f"not {type(device).__name__}")
     if device == "cpu":
         return "cpu"
     if device == "cuda" or device.startswith("cuda:"):
@@ -67,13 +71,16 @@ def normalize_device(device) -> str:
         try:
             idx = int(idx)
         except ValueError:
-            raise DeviceError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'") from None
-        cp = cupy_module()
+            raise DeviceError(f"{pre}unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'") from None
+        try:
+            cp = cupy_module()
+        except DeviceError as e:
+            raise DeviceError(f"{pre}{e}") from None
         n = cp.cuda.runtime.getDeviceCount()
         if not 0 <= idx < n:
-            raise DeviceError(f"device 'cuda:{idx}' does not exist: this machine has {n} GPU(s)")
+            raise DeviceError(f"{pre}device 'cuda:{idx}' does not exist: this machine has {n} GPU(s)")
         return f"cuda:{idx}"
-    raise DeviceError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'")
+    raise DeviceError(f"{pre}unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'")
 
 
 def device_of(a) -> str:
@@ -103,20 +110,25 @@ _ALIASES = {"float": float32, "float32": float32, "f4": float32, "float64": floa
             "bool": bool_, "int8": np.dtype("int8"), "int16": np.dtype("int16")}
 
 
-def as_dtype(dtype) -> np.dtype:
-    """A numpy dtype from a name, a numpy dtype or a Python type; float16 and complex are refused."""
+def as_dtype(dtype, what=None) -> np.dtype:
+    """A numpy dtype from a name, a numpy dtype or a Python type; float16 and complex are refused. `what`
+    names the function asking, in the error."""
     if dtype is None:
         return default_float
     if isinstance(dtype, str) and dtype in _ALIASES:
         return _ALIASES[dtype]
+    pre = f"{what}: " if what else ""
+    if not isinstance(dtype, (str, type, np.dtype)):
+        raise DTypeError(f"{pre}dtype must be a name ('float32'), a numpy dtype or a type, not "
+                         f"{type(dtype).__name__}")
     try:
         d = np.dtype(dtype)
-    except TypeError:
-        raise DTypeError(f"unknown dtype {dtype!r}: use float32, float64, an integer type or bool") from None
+    except (TypeError, ValueError):
+        raise DTypeError(f"{pre}unknown dtype {dtype!r}: use float32, float64, an integer type or bool") from None
     if d.kind == "f" and d not in (float32, float64):
-        raise DTypeError(f"dtype {d} is not supported: tinymoon computes in float32 or float64")
+        raise DTypeError(f"{pre}dtype {d} is not supported: tinymoon computes in float32 or float64")
     if d.kind not in "fiub":
-        raise DTypeError(f"dtype {d} is not supported: use float32, float64, an integer type or bool")
+        raise DTypeError(f"{pre}dtype {d} is not supported: use float32, float64, an integer type or bool")
     return d
 
 

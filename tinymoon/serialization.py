@@ -229,13 +229,16 @@ def load(path, map_location=None):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint at {path!r}")
+    f = open(path, "rb")    # ours, not np.load's: np.load leaves its own handle open when it raises
     try:
-        z = np.load(path, allow_pickle=False)
+        z = np.load(f, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        f.close()
         raise _bad(path, f"not a readable tinymoon checkpoint (an .npz file): {e}") from None
     if not isinstance(z, np.lib.npyio.NpzFile):
+        f.close()
         raise _bad(path, "is a single .npy array, not a tinymoon checkpoint (an .npz file)")
-    with z:
+    with f, z:
         names = set(z.files)
         if _MANIFEST_KEY not in names:
             raise _bad(path, f"has no {_MANIFEST_KEY!r}: not a tinymoon checkpoint (a plain .npz?)")

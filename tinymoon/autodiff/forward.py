@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..errors import ShapeError
+from . import nesting
 
 
 def jvp(f, primals, tangents):
@@ -11,6 +12,7 @@ def jvp(f, primals, tangents):
         primals, tangents = (primals,), (tangents,)
     if len(primals) != len(tangents):
         raise ShapeError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
+    nesting.check_primals("tm.jvp", primals)
     ps = []
     for p, t in zip(primals, tangents):
         q = as_tensor(p).detach()
@@ -19,6 +21,8 @@ def jvp(f, primals, tangents):
             raise ShapeError(f"jvp: tangent shape {t.shape} does not match primal shape {q.shape}")
         q.tangent = t
         ps.append(q)
-    out = f(*ps)
+    with nesting.tracing("tm.jvp", ps):
+        out = f(*ps)
+    nesting.check_output("tm.jvp", out)
     t = out.tangent if out.tangent is not None else out.xp.zeros_like(out.data)
     return out.detach(), Tensor._wrap(t)

@@ -9,6 +9,7 @@ path forks (a value used twice), the block needs its own vijp rule, so we raise 
 from __future__ import annotations
 
 from ..errors import NotInvertibleError, ShapeError
+from . import nesting
 from .state import enable_grad, state
 
 
@@ -113,5 +114,13 @@ class VijpFunction:
 
 def vijp(f, x):
     """(out, vijp_fn) for a chain from x to out; vijp_fn(x_bar, fragments) -> y_bar with y_bar J = x_bar."""
-    out, links = trace_chain(f, x)
+    nesting.check_primals("tm.vijp", [x])
+
+    def traced(x0):
+        with nesting.tracing("tm.vijp", [x0]):
+            y = f(x0)
+        nesting.check_output("tm.vijp", y)
+        return y
+
+    out, links = trace_chain(traced, x)
     return out.detach(), VijpFunction(out, links)

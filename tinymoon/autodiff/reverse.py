@@ -8,6 +8,7 @@ A node's residuals are released as soon as it is done, so memory falls as the pa
 from __future__ import annotations
 
 from ..errors import GradientError, ShapeError
+from . import nesting
 from .apply import Node
 from .state import enable_grad
 
@@ -199,8 +200,10 @@ def _seed(out, y_bar, what):
     return y_bar
 
 
-def backward(out, y_bar=None, retain_graph=False):
+def backward(out, y_bar=None, retain_graph=False, create_graph=False):
     """Tensor.backward: accumulate d<y_bar, out>/d(leaf) into every leaf's .grad."""
+    if create_graph:
+        nesting.refuse_create_graph()
     if not out.requires_grad:
         raise GradientError("backward() on a tensor that does not require grad: no input of the computation "
                             "had requires_grad=True (or it ran under tm.no_grad())")
@@ -220,9 +223,11 @@ def _as_primals(primals):
 def vjp(f, *primals):
     """(out, vjp_fn): vjp_fn(y_bar) returns the cotangents of the primals, as a tuple of Tensors."""
     from ..tensor import Tensor
+    nesting.check_primals("tm.vjp", primals)
     ps = _as_primals(primals)
-    with enable_grad():
+    with enable_grad(), nesting.tracing("tm.vjp", ps):
         out = f(*ps)
+    nesting.check_output("tm.vjp", out)
 
     def vjp_fn(y_bar=None, retain_graph=True):
         if not out.requires_grad:
@@ -233,19 +238,21 @@ def vjp(f, *primals):
     return out.detach(), vjp_fn
 
 
-def value_and_grad(f, argnums=0):
+def value_and_grad(f, argnums=0, _name="tm.value_and_grad"):
     """f -> (x -> (f(x), df/dx)) for scalar-valued f; argnums an int or a tuple of ints."""
     def wrapped(*args):
         nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+        nesting.check_primals(_name, args)
         ps = _as_primals([args[i] for i in nums])
         full = list(args)
         for i, p in zip(nums, ps):
             full[i] = p
-        with enable_grad():
+        with enable_grad(), nesting.tracing(_name, ps):
             out = f(*full)
         from ..tensor import Tensor
         if not isinstance(out, Tensor):
             raise GradientError(f"grad: the function returned {type(out).__name__}, expected a scalar Tensor")
+        nesting.check_output(_name, out)
         if not out.requires_grad:
             gs = [None] * len(ps)
         else:
@@ -257,5 +264,5 @@ def value_and_grad(f, argnums=0):
 
 def grad(f, argnums=0):
     """f -> df/dx (argnums selects the arguments), for scalar-valued f."""
-    vg = value_and_grad(f, argnums)
+    vg = value_and_grad(f, argnums, _name="tm.grad")
     return lambda *args: vg(*args)[1]

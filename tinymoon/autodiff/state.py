@@ -34,3 +34,20 @@ def enable_grad():
 
 def is_grad_enabled() -> bool:
     return state.grad_enabled
+
+
+class set_grad_enabled:
+    """Turn tape recording on or off (PyTorch's name): called, it takes effect at once
+    (`tm.set_grad_enabled(False)`); used as a context manager, it also restores the previous state on exit
+    (`with tm.set_grad_enabled(training): ...`)."""
+
+    def __init__(self, mode: bool):
+        self.prev = state.grad_enabled
+        state.grad_enabled = bool(mode)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        state.grad_enabled = self.prev
+        return False

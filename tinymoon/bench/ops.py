@@ -213,6 +213,9 @@ def run(argv=()):
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
     args = ap.parse_args(list(argv))
     torch = None if args.no_torch else _torch()
+    if torch is None:
+        why = "--no-torch was given" if args.no_torch else "PyTorch is not installed (pip install torch==2.13.0)"
+        print(f"note: the torch_* and vs_torch columns are empty: {why}")
     if torch is not None:
         torch.set_num_threads(max(1, __import__("os").cpu_count() or 1))
     per_op = [r for n in args.sizes for r in op_overhead(n, torch)]

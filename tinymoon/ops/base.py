@@ -22,7 +22,7 @@ mode needs. The bytes kept are counted in tinymoon.memory.
 from __future__ import annotations
 
 from .. import memory
-from ..errors import MissingRuleError, NotInvertibleError
+from ..errors import MissingRuleError, NotInvertibleError, ShapeError
 
 
 class Context:
@@ -116,6 +116,15 @@ class Primitive:
             f"{cls.name}: the vjp erased {what}, so the output cotangent cannot be recovered from the input "
             "cotangent alone. Record the fragment in the reverse pass (vijp_fn.fragments(y_bar), or "
             "Moonwalk's fragmental checkpointing) and pass it to the vijp.")
+
+
+def check_fragment(name: str, fragment, shape) -> None:
+    """A vijp fragment must have exactly the shape its fragment() rule records: one of another shape (a single
+    number, say) would broadcast silently into y_bar and give a wrong cotangent."""
+    if tuple(getattr(fragment, "shape", ())) != tuple(shape):
+        raise ShapeError(f"{name}: vijp fragment of shape {tuple(getattr(fragment, 'shape', ()))}, expected "
+                         f"{tuple(shape)}: pass the fragments the reverse pass recorded for this very call "
+                         "(vijp_fn.fragments(y_bar))")
 
 
 def add_terms(*terms):

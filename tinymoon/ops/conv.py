@@ -202,6 +202,9 @@ class Conv2d(Primitive):
     def vjp(cls, ctx, y_bar):
         p = ctx.cfg
         xp = get_array_module(y_bar)
+        if y_bar.size == 0:          # an empty batch (or output): every cotangent is a zero array of its shape
+            shapes = (ctx.x_shape, ctx.w_shape, ctx.w_shape[:1])[:len(ctx.needs)]
+            return tuple(xp.zeros(s, y_bar.dtype) if n else None for s, n in zip(shapes, ctx.needs))
         y_bar = xp.ascontiguousarray(y_bar)
         x_bar = _lin_t(ctx, y_bar, ctx.w, ctx.x_shape) if ctx.needs[0] else None
         w_bar = None

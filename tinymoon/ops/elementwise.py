@@ -7,7 +7,7 @@ sums them back to each input's shape. In inverse mode the data-path input must h
 from __future__ import annotations
 
 from ..backend import get_array_module
-from .base import Primitive, add_terms
+from .base import Primitive, add_terms, check_fragment
 
 # The Jacobian of a pointwise map is diagonal, d = f'(x). The vijp divides by d; where |d| is below
 # DIAG_TOL that coordinate of y_bar is (numerically) erased by the vjp, so it is a fragment instead of a
@@ -77,6 +77,7 @@ class Diagonal(Primitive):
             if fragment is None:
                 raise cls.missing_fragment(f"{int(erased.sum())} coordinate(s) where |f'| < {DIAG_TOL}")
             y_bar = x_bar / xp.where(erased, 1, d)
+            check_fragment(cls.name, fragment, (int(erased.sum()),))
             y_bar[erased] = fragment
             return y_bar
         return x_bar / d

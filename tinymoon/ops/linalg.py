@@ -20,13 +20,14 @@ the y_bar with y_bar bᵀ = a_bar, one row at a time.
 """
 from __future__ import annotations
 
+import math
 import weakref
 
 import numpy as np
 
 from ..backend import get_array_module
 from ..errors import MissingRuleError, NotInvertibleError, ShapeError
-from .base import Primitive, add_terms
+from .base import Primitive, add_terms, check_fragment
 from .pivoted_qr import pivoted_qr
 from .shape import sum_to
 
@@ -187,6 +188,7 @@ class RightInverse:
         # y_bar[K] = (a_bar - y_bar[S] b[:, S]ᵀ) b[:, K]⁻ᵀ
         xp = get_array_module(a_bar)
         y_bar = xp.empty(a_bar.shape[:-1] + (self.m,), dtype=np.result_type(a_bar.dtype, self.dtype))
+        check_fragment(cls.name, fragment, y_bar[..., self.S].shape)
         y_bar[..., self.S] = fragment
         y_bar[..., self.K] = _matmul(a_bar - _matmul(fragment, self.bS_T), self.M)
         return y_bar
@@ -352,7 +354,7 @@ class Linear(Primitive):
         ctx.save_for(0, weight=weight)
         ctx.save_for(1, x=x)
         ctx.x_shape = x.shape
-        x2 = x.reshape(-1, in_f)
+        x2 = x.reshape(math.prod(x.shape[:-1]), in_f)    # not -1: in_features may be 0
         y = _matmul(x2, weight.T)                         # BLAS reads Wᵀ as a transposed view: no copy
         if bias is not None:
             y += bias
@@ -366,13 +368,13 @@ class Linear(Primitive):
 
     @staticmethod
     def vjp(ctx, y_bar):
-        out_f = y_bar.shape[-1]
-        g = y_bar.reshape(-1, out_f)
+        out_f, rows = y_bar.shape[-1], math.prod(y_bar.shape[:-1])     # not -1: a size may be 0
+        g = y_bar.reshape(rows, out_f)
         x_bar = w_bar = b_bar = None
         if ctx.needs[0]:
             x_bar = _matmul(g, ctx.weight).reshape(ctx.x_shape)               # x_bar = y_bar W
         if ctx.needs[1]:
-            w_bar = _matmul(g.T, ctx.x.reshape(-1, ctx.x_shape[-1]))          # W_bar = y_barᵀ x
+            w_bar = _matmul(g.T, ctx.x.reshape(rows, ctx.x_shape[-1]))        # W_bar = y_barᵀ x
         if len(ctx.needs) > 2 and ctx.needs[2]:
             b_bar = g.sum(0)                                                  # bias_bar = sum over rows
         return (x_bar, w_bar) if len(ctx.needs) == 2 else (x_bar, w_bar, b_bar)

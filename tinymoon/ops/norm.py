@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from ..backend import get_array_module
 from ..errors import NotInvertibleError, ShapeError
-from .base import Primitive, add_terms
+from .base import Primitive, add_terms, check_fragment
 
 
 def _affine_inputs(ctx, affine):
@@ -123,6 +123,7 @@ class _Normalize(Primitive):
             err = _zero_weight_error(cls.name, ctx.w)
             if err is not None:
                 raise err
+        check_fragment(cls.name, fragment, (2,) + ctx.rstd.shape)
         h = x_bar / ctx.rstd + fragment[0] + fragment[1] * ctx.yhat
         return h if ctx.iw is None else h / cls._w(ctx)
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_array_module
-from ..errors import ShapeError
-from .base import Primitive
+from ..errors import OutOfBoundsError, ShapeError
+from .base import Primitive, check_fragment
 
 
 def sum_to(g, shape):
@@ -78,6 +78,27 @@ class Reshape(Primitive):
     @staticmethod
     def vijp(ctx, x_bar, fragment):
         return x_bar.reshape(ctx.out_shape)     # J is a relabelling: always invertible
+
+
+class Copy(Primitive):
+    """y = x in new memory (Tensor.clone): the identity map, so every rule passes its argument through."""
+    name = "copy"
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.copy()
+
+    @staticmethod
+    def jvp(ctx, x_dot):
+        return x_dot
+
+    @staticmethod
+    def vjp(ctx, y_bar):
+        return (y_bar,)
+
+    @staticmethod
+    def vijp(ctx, x_bar, fragment):
+        return x_bar
 
 
 class Squeeze(Reshape):
@@ -258,7 +279,7 @@ class Getitem(Primitive):
         try:
             y = x[index]
         except IndexError as e:
-            raise ShapeError(f"getitem: index {index!r} does not fit shape {x.shape}: {e}") from None
+            raise OutOfBoundsError(f"getitem: index {index!r} does not fit shape {x.shape}: {e}") from None
         ctx.out_shape = y.shape
         ctx.int_arrays = _has_int_array(index)
         return y
@@ -314,6 +335,7 @@ class Getitem(Primitive):
             if fragment is None:
                 raise cls.missing_fragment(f"{n_extra} repeated selection(s) of the same element (integer indices "
                                            "with repeats: the vjp sums their cotangents)")
+            check_fragment(cls.name, fragment, (n_extra,))
             y_bar[extra] = fragment
             extra_sum = xp.zeros(x_bar.size, dtype=x_bar.dtype)
             _scatter_add(xp, extra_sum, flat[extra], fragment)
@@ -496,6 +518,8 @@ class Pad(Primitive):
         if fragment is None:
             raise cls.missing_fragment("the cotangent of the padded border")
         y_bar = xp.empty(ctx.out_shape, dtype=x_bar.dtype)
-        y_bar[cls._border(ctx, xp)] = fragment
+        border = cls._border(ctx, xp)
+        check_fragment(cls.name, fragment, y_bar[border].shape)
+        y_bar[border] = fragment
         y_bar[ctx.inner] = x_bar
         return y_bar
