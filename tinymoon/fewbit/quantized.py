@@ -1,4 +1,4 @@
-"""The quantised primitives: few-bit activations as engine primitives (DESIGN.md §2, residual policy "quantised").
+"""The quantised primitives: few-bit activations as engine primitives (docs/design.md, residual policy "quantised").
 
 Two primitives, one per family:
 

@@ -1,4 +1,4 @@
-"""tinymoon.randomized — unbiased randomized gradients that trade variance for memory (DESIGN.md §2, "sketched").
+"""tinymoon.randomized — unbiased randomized gradients that trade variance for memory (docs/design.md, residual policy "sketched").
 
 - Trace estimation of conv2d / linear weight gradients from a stored sketch Zᵀx (trace.py, probes.py):
   `TraceEstimator`, `sketched_conv2d`, `sketched_linear`, `trace_variance`, `linear_trace_variance`.
