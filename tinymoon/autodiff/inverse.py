@@ -9,6 +9,7 @@ path forks (a value used twice), the block needs its own vijp rule, so we raise 
 from __future__ import annotations
 
 from ..errors import NotInvertibleError, ShapeError
+from .apply import check_versions
 from .state import enable_grad, state
 
 
@@ -89,6 +90,8 @@ class VijpFunction:
         for k in range(len(self.links) - 1, -1, -1):
             link = self.links[k]
             prim, ctx = link.node.prim, link.node.ctx
+            if link.node.versions is not None:
+                check_versions(link.node)        # a residual changed in place since the trace: refuse
             frags[k] = prim.fragment(ctx, h)
             cts = prim.vjp(ctx, h)
             h = (cts if isinstance(cts, tuple) else (cts,))[link.wrt]
@@ -103,6 +106,8 @@ class VijpFunction:
             raise ShapeError(f"vijp: {len(fragments)} fragments given for a chain of {len(self.links)} links")
         for k, link in enumerate(self.links):
             prim, ctx = link.node.prim, link.node.ctx
+            if link.node.versions is not None:
+                check_versions(link.node)
             if prim.elementwise and link.out_shape != link.in_shape:
                 raise NotInvertibleError(
                     f"vijp: {prim.name} broadcasts the data path from {link.in_shape} to {link.out_shape}; "
