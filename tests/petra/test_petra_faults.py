@@ -178,3 +178,26 @@ def test_zero_stages_is_an_error_not_the_default():
     with pytest.raises(PetraError, match="--stages must be at least 1"):
         build(parser().parse_args(["--stages", "0"]))
     assert build(parser().parse_args(["--stages", "2"]))[2].stages == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the watchdog needs os.fork")
+@pytest.mark.parametrize("after, code", [("done", 0), ("finalize", 2)])
+def test_watchdog_bounds_mpi_finalize_but_not_what_follows(capfd, after, code):
+    # after MPI_Finalize returns ("done") rank 0 evaluates and writes its report: no deadline there;
+    # a rank still inside MPI_Finalize ("finalize") after the timeout is stopped
+    def run(link):
+        for phase in ("init", "ready", "finalize", after):
+            link.phase(phase)
+        time.sleep(1.5)
+        return 0
+    pid = os.fork()
+    if pid == 0:
+        try:
+            rc = watchdog.supervise(run, rank=0, size=2, timeout=0.5)
+        except SystemExit as e:
+            rc = e.code
+        os._exit(rc)
+    _, status = os.waitpid(pid, 0)
+    err = capfd.readouterr().err
+    assert os.waitstatus_to_exitcode(status) == code, err
+    assert ("MPI shut-down (MPI_Finalize) not complete" in err) == (after == "finalize"), err

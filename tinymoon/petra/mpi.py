@@ -361,6 +361,8 @@ class Channel:
             self.link.phase("finalize")
         self.MPI.Finalize()
         self.closed = True
+        if self.link is not None:
+            self.link.phase("done")        # MPI is over: what follows (rank 0's evaluation) has no deadline
 
     def close(self):
         """After a clean run: withdraw the pending receives (MPI_Finalize wants no open requests)."""

@@ -20,8 +20,9 @@ progress from a pipe (its phase, its tick, the ticks it last saw from its peers)
   its rank and exits.
 
 Everything after `MPI_Init` and before `MPI_Finalize` is watched by the ranks themselves, over MPI
-(heartbeats, `mpi.Channel`). The pipe protocol is one line per message: `phase <name>`, `tick <t>`,
-`seen <rank>:<tick> ...`, `reported` (the rank printed its own reason: stay silent).
+(heartbeats, `mpi.Channel`). The pipe protocol is one line per message: `phase <name>` (start, init, ready,
+finalize, done), `tick <t>`, `seen <rank>:<tick> ...`, `reported` (the rank printed its own reason: stay
+silent).
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from pathlib import Path
 
 __all__ = ["launcher_rank_size", "supervise", "Link"]
 
-_PHASES = ("start", "init", "ready", "finalize")
+_PHASES = ("start", "init", "ready", "finalize", "done")
 
 
 def launcher_rank_size():
