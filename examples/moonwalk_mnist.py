@@ -141,7 +141,7 @@ def main(argv=None):
                    help="Moonwalk cotangent anchors: 'auto' (error-controlled, default), K (every K units) or none "
                         "(no error control: warns when the measured error passes the tolerance)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="'cpu' or 'cuda' (needs pip install -e ".[gpu]" and a GPU)")
+    p.add_argument("--device", default="cpu", help="'cpu' or 'cuda' (needs pip install -e '.[gpu]' and a GPU)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for BLAS and Numba (default: 1; tm.set_num_threads)")
     args = p.parse_args(argv)
     tm.set_num_threads(args.threads)     # one thread: small batches, and pools of several runtimes fight on few cores

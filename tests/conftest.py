@@ -59,7 +59,7 @@ def fake_gpu():
 def _on(param):
     if param == "cuda":
         if not _cuda():
-            pytest.skip("no CUDA GPU with CuPy here (pip install -e ".[gpu]" on a GPU machine)")
+            pytest.skip('no CUDA GPU with CuPy here (pip install -e ".[gpu]" on a GPU machine)')
         yield "cuda"
     elif param == "fake-cuda":
         if _cuda():

@@ -2,7 +2,9 @@
 
 The update formulas are PyTorch's (torch.optim), step for step, so a ported training script behaves the same.
 Updates are in place on the parameters' arrays (`p.data`), under no_grad, without allocating where NumPy
-lets us. Parameters whose `.grad` is None are skipped.
+lets us. Parameters whose `.grad` is None are skipped. Every update bumps the parameter's version, so a
+graph recorded before the step and differentiated after it raises GradientError instead of computing its
+gradient from the updated weights: step after backward, then run the next forward.
 
     opt = tm.optim.Adam(model.parameters(), lr=1e-3)
     for x, y in loader:
@@ -97,6 +99,7 @@ class Optimizer:
                     if g is None:
                         continue
                     self._update(p, g, self.state.setdefault(p, {}), group)
+                    p._bump_version()          # whatever _update wrote, it changed p in place
 
     def _update(self, p, g, state, group):
         raise NotImplementedError

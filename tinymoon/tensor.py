@@ -5,52 +5,103 @@ functions in tinymoon.functional, which apply primitives through tinymoon.autodi
 """
 from __future__ import annotations
 
+from operator import attrgetter
+
 import numpy as np
 
 from . import backend
 from .backend import as_dtype, get_array_module
-from .errors import ArgumentError, DTypeError, ShapeError, TinymoonError
+from .errors import ArgumentError, DeviceError, DTypeError, GradientError, ShapeError, TinymoonError
 
 
 class Tensor:
-    __slots__ = ("data", "requires_grad", "grad", "_node", "tangent", "__weakref__")
+    __slots__ = ("_data", "requires_grad", "grad", "_node", "tangent", "_version", "__weakref__")
     __array_priority__ = 1000     # numpy_array + tensor defers to Tensor.__radd__
 
     def __init__(self, data, dtype=None, device=None, requires_grad=False):
         t = tensor(data, dtype=dtype, device=device, requires_grad=requires_grad)
-        self.data, self.requires_grad, self.grad, self._node, self.tangent = t.data, t.requires_grad, None, None, None
+        self._data, self.requires_grad, self.grad, self._node, self.tangent = t._data, t.requires_grad, None, None, None
+        self._version = None
 
     @classmethod
     def _wrap(cls, array, requires_grad=False):
         """Fast constructor from an array the engine owns (no copy, no checks)."""
         t = object.__new__(cls)
-        t.data, t.requires_grad, t.grad, t._node, t.tangent = array, requires_grad, None, None, None
+        t._data, t.requires_grad, t.grad, t._node, t.tangent, t._version = array, requires_grad, None, None, None, None
         return t
+
+    # ---- the value and its version -----------------------------------------------------------------
+    # `_version` is None until a tape node saves this tensor's array as a residual; from then on it is a
+    # one-element list [n] (shared with detach()ed aliases of the same array), and every in-place change
+    # of the value adds 1 to n. The node records n when it saves the array, and the reverse sweep
+    # refuses to use a residual whose tensor has moved on (autodiff/apply.py, reverse.py).
+    def _set_data(self, array):
+        # Assigning .data is a change of the value, and so is `t.data -= u` (it assigns the updated
+        # array back): a residual saved from t no longer holds what the forward used.
+        self._data = array
+        v = self._version
+        if v is not None:
+            v[0] += 1
+
+    data = property(attrgetter("_data"), _set_data, doc="The array (NumPy or CuPy). Assigning it (`t.data = a`, "
+                    "`t.data -= u`) counts as an in-place change; writing into the array itself "
+                    "(`t.data[...] = v`) does not: use `t[...] = v`.")
+
+    def _bump_version(self):
+        """Record an in-place change of the value (optimisers, load_state_dict, __setitem__ call this)."""
+        v = self._version
+        if v is not None:
+            v[0] += 1
+
+    @property
+    def version(self):
+        """How many in-place changes the value has had since a tape first saved it (0 before that)."""
+        return 0 if self._version is None else self._version[0]
+
+    def __setitem__(self, index, value):
+        """`t[index] = value`, in place. Not differentiable: a tensor computed on the tape refuses it; a
+        leaf accepts it, and a graph that saved the leaf's old value refuses to backpropagate through it."""
+        if self._node is not None:
+            raise GradientError(
+                f"in-place assignment t[...] = v into a tensor computed by {self._node.prim.name} (shape "
+                f"{self.shape}) would not be differentiated: build a new tensor instead (tm.where, "
+                "concatenation), or assign into t.detach() if the tape should not see it")
+        if isinstance(value, Tensor):
+            value = value._data
+        if hasattr(value, "dtype") and hasattr(value, "shape"):
+            if backend.device_of(value) != backend.device_of(self._data):
+                raise DeviceError(f"t[...] = v: t is on {self.device}, v on {backend.device_of(value)}; move v "
+                                  "with .to(device) first")
+            if value.dtype.kind == "f" and self._data.dtype.kind == "f" and value.dtype != self._data.dtype:
+                raise DTypeError(f"t[...] = v: t is {self.dtype}, v is {value.dtype}; tinymoon never casts "
+                                 "between float dtypes silently — cast v with .astype(...)")
+        self._data[index] = value
+        self._bump_version()
 
     # ---- attributes ------------------------------------------------------------------------------
     @property
     def shape(self):
-        return self.data.shape
+        return self._data.shape
 
     @property
     def dtype(self):
-        return self.data.dtype
+        return self._data.dtype
 
     @property
     def ndim(self):
-        return self.data.ndim
+        return self._data.ndim
 
     @property
     def size(self):
-        return self.data.size
+        return self._data.size
 
     @property
     def device(self):
-        return backend.device_of(self.data)
+        return backend.device_of(self._data)
 
     @property
     def xp(self):
-        return get_array_module(self.data)
+        return get_array_module(self._data)
 
     @property
     def T(self):
@@ -101,8 +152,14 @@ class Tensor:
         return self.astype("float64")
 
     def detach(self):
-        """The same value, cut from the tape and from any tangent (shares memory)."""
-        return Tensor._wrap(self.data)
+        """The same value, cut from the tape and from any tangent (shares memory, and the version counter:
+        an in-place change through either is seen by a graph that saved the other)."""
+        t = Tensor._wrap(self._data)
+        v = self._version
+        if v is None:
+            v = self._version = [0]
+        t._version = v
+        return t
 
     def requires_grad_(self, flag=True):
         if flag and not backend.is_float(self.data.dtype):

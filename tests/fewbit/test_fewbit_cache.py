@@ -144,3 +144,37 @@ def test_get_table_errors():
         get_table("gelu", 2, alpha=1.0)
     with pytest.raises(FewBitError, match="call tinymoon.fewbit.solve"):
         get_table("gelu", 2, weight=lambda x: x * 0 + 1)
+
+
+@pytest.mark.parametrize("meta", ["[1, 2]", '{"bogus": 1}', '{"domain": 5, "bits": 5}', "not json",
+                                  '{"bits": [5]}'])
+def test_malformed_metadata_is_a_corrupt_entry_rebuilt_once(_private_cache, meta):
+    # a well-formed file with a valid checksum whose metadata is not a Table's: before, a raw TypeError on
+    # every call until the file was deleted by hand
+    good = get_table("tanh", 5)
+    path = _only_entry(_private_cache)
+    arrays = cache._read_npz_checked(path)
+    arrays["meta"] = np.array(meta)
+    cache.write_npz_atomic(path, arrays)
+    with pytest.warns(CacheWarning, match="corrupt cache entry .*rebuilding it"):
+        assert get_table("tanh", 5) == good
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                      # rebuilt: the next load is clean
+        assert get_table("tanh", 5) == good
+
+
+def test_an_oversized_cache_entry_is_corrupt_not_read(_private_cache, monkeypatch):
+    good = get_table("tanh", 5)
+    monkeypatch.setattr(cache, "MAX_FILE_BYTES", 16)       # every real entry is now "too large"
+    with pytest.warns(CacheWarning, match="corrupt cache entry .*max_bytes=16"):
+        assert get_table("tanh", 5) == good
+
+
+@pytest.mark.parametrize("grid", [10 ** 9, 2 ** 16 + 1])
+def test_grid_has_an_upper_bound(grid):
+    from tinymoon.fewbit.solver import MAX_GRID
+    assert MAX_GRID == 2 ** 16
+    with pytest.raises(FewBitError, match=r"grid=\d+ cells is more than the solver allows \(65536"):
+        solve("gelu", 3, grid=grid)
+    with pytest.raises(FewBitError, match="use grid <= 65536"):
+        get_table("gelu", 3, grid=grid)

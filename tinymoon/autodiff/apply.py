@@ -32,11 +32,16 @@ class Node:
     requires grad (its .grad is set there), or None. The node never holds an intermediate tensor: an
     activation stays alive only if a rule saved it as a residual (counted in tinymoon.memory) or the
     caller keeps a reference — which is what makes the memory numbers of the algorithms honest.
-    """
-    __slots__ = ("prim", "ctx", "parents", "shapes", "released")
 
-    def __init__(self, prim, ctx, parents, shapes):
+    versions: None, or one (counter, n, i) per residual that is input i's own array (i = -1: the output's):
+    the tensor's version counter and its value n when the forward saved it. The reverse sweep checks them
+    (`check_versions`): a residual whose tensor was changed in place since would give a wrong gradient.
+    """
+    __slots__ = ("prim", "ctx", "parents", "shapes", "released", "versions")
+
+    def __init__(self, prim, ctx, parents, shapes, versions=None):
         self.prim, self.ctx, self.parents, self.shapes, self.released = prim, ctx, parents, shapes, False
+        self.versions = versions
 
 
 def _check_operands(prim, inputs):
@@ -55,18 +60,62 @@ def _check_operands(prim, inputs):
             "mixes float32 and float64 silently — cast one explicitly with .astype(...)")
 
 
-def _uncount_leaves(ctx, inputs):
-    """A residual that is a leaf input's own array (a parameter, the data batch) lives anyway: keeping a
-    reference costs no memory, so it is not counted as saved bytes."""
-    leaves = [t.data for t in inputs if t._node is None]
-    if not leaves:
-        return
+def _saved_tensors(ctx, inputs, xs, y, out):
+    """The residuals that are a tensor's own array, as Node.versions records them (None if there are none).
+
+    A residual that is a leaf input's own array (a parameter, the data batch) lives anyway: keeping a
+    reference costs no memory, so it is not counted as saved bytes. Such a residual is also the one an
+    optimiser step or `x[...] = v` changes in place, hence the version recorded with it."""
+    counted = ctx.nbytes != 0
+    rec = None
     for v in ctx.__dict__.values():
-        for a in leaves:
-            if v is a:
-                ctx.nbytes -= a.nbytes
-                memory._sub(a.nbytes)
-                break
+        if v is y:
+            t, i = out, -1
+        else:
+            i = 0
+            for x in xs:
+                if v is x:
+                    break
+                i += 1
+            else:
+                continue
+            t = inputs[i]
+            if counted and t._node is None:
+                ctx.nbytes -= x.nbytes
+                memory._sub(x.nbytes)
+        c = t._version
+        if c is None:
+            c = t._version = [0]
+        if rec is None:
+            rec = [(c, c[0], i)]
+        else:
+            rec.append((c, c[0], i))
+    return rec
+
+
+def check_versions(node):
+    """Raise GradientError if a residual of `node` belongs to a tensor changed in place since the forward."""
+    for c, n, i in node.versions:
+        if c[0] != n:
+            raise _stale(node, n, c[0], i)
+
+
+def _stale(node, saved, now, i):
+    from ..errors import GradientError
+    name = node.prim.name
+    if i < 0:
+        what = "its output"
+    else:
+        p = node.parents[i]
+        kind = "a leaf tensor that requires grad (a parameter?)" if p is not None and type(p) is not Node else \
+            "a tensor computed earlier" if p is not None else "a tensor that does not require grad (an input?)"
+        what = f"its input {i}, {kind} of shape {node.shapes[i]}"
+    return GradientError(
+        f"{name}: {what} was modified in place after the forward saved it for the gradient (version {saved} "
+        f"then, {now} now), so this gradient would be computed from the wrong values. Change tensors only "
+        "after the backward pass that needs them: call the optimiser's step() (or load_state_dict, or "
+        "x[...] = v, or x.data = ...) after loss.backward(), and run the forward again before the next "
+        "backward; to keep an old value, copy it first (tm.tensor(x)).")
 
 
 def apply(prim, *inputs, **params):
@@ -86,7 +135,8 @@ def apply(prim, *inputs, **params):
         needs.append(g or tn)
     ctx = Context(needs, params)
     peak0 = memory._peak
-    y = prim.forward(ctx, *[t.data for t in inputs], **params)
+    xs = [t._data for t in inputs]
+    y = prim.forward(ctx, *xs, **params)
     out = _wrap(y)
     if any_tangent:
         y_dot = prim.jvp(ctx, *[t.tangent if n else None for t, n in zip(inputs, needs)])
@@ -94,14 +144,15 @@ def apply(prim, *inputs, **params):
             y_dot = out.xp.broadcast_to(y_dot, y.shape)
         out.tangent = y_dot
     if any_grad:
-        if ctx.nbytes:
-            _uncount_leaves(ctx, inputs)
+        versions = None
+        if ctx.__dict__:
+            versions = _saved_tensors(ctx, inputs, xs, y, out)
             # Only this op's saves happened since peak0, so the true high-water mark is exact:
             memory._peak = max(peak0, memory._saved)
         out.requires_grad = True
         out._node = Node(prim, ctx, tuple((t._node or t) if n and t.requires_grad else None
                                           for t, n in zip(inputs, needs)),
-                         tuple(t.data.shape for t in inputs))
+                         tuple(a.shape for a in xs), versions)
         if state.trace is not None:
             state.trace.append(out)
     else:

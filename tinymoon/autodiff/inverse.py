@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ..errors import NotInvertibleError, ShapeError
 from . import nesting
+from .apply import check_versions
 from .state import enable_grad, state
 
 
@@ -90,6 +91,8 @@ class VijpFunction:
         for k in range(len(self.links) - 1, -1, -1):
             link = self.links[k]
             prim, ctx = link.node.prim, link.node.ctx
+            if link.node.versions is not None:
+                check_versions(link.node)        # a residual changed in place since the trace: refuse
             frags[k] = prim.fragment(ctx, h)
             cts = prim.vjp(ctx, h)
             h = (cts if isinstance(cts, tuple) else (cts,))[link.wrt]
@@ -104,6 +107,8 @@ class VijpFunction:
             raise ShapeError(f"vijp: {len(fragments)} fragments given for a chain of {len(self.links)} links")
         for k, link in enumerate(self.links):
             prim, ctx = link.node.prim, link.node.ctx
+            if link.node.versions is not None:
+                check_versions(link.node)
             if prim.elementwise and link.out_shape != link.in_shape:
                 raise NotInvertibleError(
                     f"vijp: {prim.name} broadcasts the data path from {link.in_shape} to {link.out_shape}; "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..errors import GradientError, ShapeError
 from . import nesting
-from .apply import Node
+from .apply import Node, check_versions
 from .state import enable_grad
 
 
@@ -72,7 +72,8 @@ def sweep(nodes, grads, on_node=None, retain_graph=False, needs=None):
     {id(parent): [parent, cotangent]}. on_node(k, node, g) runs before node k's vjp (Moonwalk records
     fragments there: the only moment a cotangent exists inside the walk). Unless retain_graph, each node's
     residuals are released as soon as it is done. needs maps id(node) -> the ctx.needs its rule should see
-    for this walk only (see _pruned).
+    for this walk only (see _pruned). A residual whose tensor was changed in place after the forward saved
+    it (an optimiser step, x[...] = v) raises GradientError before its vjp runs.
     """
     members = {id(n) for n in nodes}
     outside = {}
@@ -84,6 +85,11 @@ def sweep(nodes, grads, on_node=None, retain_graph=False, needs=None):
                 raise GradientError(
                     f"backward through {node.prim.name} a second time: its residuals were already freed. "
                     "Pass retain_graph=True to the first backward if you need to differentiate twice.")
+            vs = node.versions
+            if vs is not None:
+                for c, n, _ in vs:
+                    if c[0] != n:
+                        check_versions(node)     # raises, naming the tensor and the fix
             if on_node is not None:
                 on_node(k, node, g)
             pruned = None if needs is None else needs.get(id(node))
@@ -115,6 +121,22 @@ def sweep(nodes, grads, on_node=None, retain_graph=False, needs=None):
             node.ctx.release()
             node.released = True
     return outside
+
+
+def allow_in_place(root, tensors):
+    """Let the tape under `root` be differentiated after `tensors` were changed in place: their version
+    records are dropped from its nodes, so its vjps use whatever values the tensors hold by then. Only
+    for algorithms that mean exactly that (delayed gradients without weight stashing use the current
+    parameters in backward); anywhere else the check is what keeps a gradient true."""
+    if root._node is None:
+        return
+    counters = {id(t._version) for t in tensors if t._version is not None}
+    if not counters:
+        return
+    for node in _topological(root):
+        if node.versions is not None:
+            kept = [r for r in node.versions if id(r[0]) not in counters]
+            node.versions = kept or None
 
 
 def backprop(root, y_bar, wrt=None, retain_graph=False):

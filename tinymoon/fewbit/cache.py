@@ -19,9 +19,10 @@ Lookup order:
    weight, grid, format version);
 3. `solve(...)`, then written to the cache.
 
-Every file holds a SHA-256 checksum of its arrays. Files are loaded with `allow_pickle=False`. A cache entry
-that fails to load, fails its checksum, or was made for other settings is reported with a warning and
-rebuilt. Writes are atomic (temporary file in the same directory + `os.replace`), so a crash or a
+Every file holds a SHA-256 checksum of its arrays. Files are read without unpickling, and bounded (each
+member's header is checked before its data is read, 64 MiB at most per file: `serialization.read_npz`). A
+cache entry that fails to load, fails its checksum, holds malformed metadata, or was made for other settings
+is reported with a warning ("corrupt cache entry ...; rebuilding it") and rebuilt. Writes are atomic (temporary file in the same directory + `os.replace`), so a crash or a
 concurrent writer never leaves a half-written entry under the final name. An unwritable cache directory
 only costs a warning.
 """
@@ -35,10 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..serialization import atomic_write
+from ..serialization import atomic_write, read_npz
 from .activations import activation
 from .errors import FewBitError
-from .solver import DEFAULT_DOMAIN, DEFAULT_GRID, DEFAULT_WEIGHT, solve
+from .solver import DEFAULT_DOMAIN, DEFAULT_GRID, DEFAULT_WEIGHT, _check_grid, solve
 from .table import MAX_BITS, MIN_BITS, Table
 
 __all__ = ["get_table", "cache_dir", "table_key", "SHIPPED_PATH", "SHIPPED_BITS", "FORMAT_VERSION",
@@ -93,14 +94,18 @@ def write_npz_atomic(path, arrays: dict, compressed=False):
     atomic_write(path, lambda fh: (np.savez_compressed if compressed else np.savez)(fh, **payload))
 
 
+MAX_FILE_BYTES = 64 << 20           # a table is kilobytes; anything claiming more is not one of ours
+
+
 def _read_npz_checked(path) -> dict:
     """All arrays of an .npz, after checking its checksum; raises ValueError (or OSError) otherwise."""
+    def bad(what, key=None):
+        return ValueError(what if key is None else f"{key!r}: {what}")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except OSError:
+        arrays = read_npz(path, max_bytes=MAX_FILE_BYTES, allow_compressed=True, bad=bad)
+    except (OSError, ValueError):
         raise
-    except Exception as e:  # zipfile.BadZipFile, ValueError (pickled data), EOFError, ...
+    except Exception as e:  # anything else a damaged zip can raise
         raise ValueError(f"unreadable ({type(e).__name__}: {e})") from None
     if "checksum" not in arrays:
         raise ValueError("no checksum")
@@ -146,7 +151,7 @@ def load_shipped(path=None) -> dict:
                                              arrays["levels"][e["l0"]:e["l0"] + k], **e["meta"])
     except FileNotFoundError:
         out = {}
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError) as e:
         if path is not None:
             raise
         warnings.warn(f"tinymoon.fewbit: shipped tables {SHIPPED_PATH} are unusable ({e}); tables will be "
@@ -178,9 +183,11 @@ def _from_cache(key, path) -> Table | None:
         if str(arrays.get("key", np.array(""))[()]) != _key_json(key):
             raise ValueError("made for other settings")
         return Table.from_arrays(arrays)
-    except (OSError, ValueError, KeyError) as e:   # FewBitError is a ValueError
-        warnings.warn(f"tinymoon.fewbit: corrupt cache entry {path} ({e}); rebuilding it", CacheWarning,
-                      stacklevel=3)
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError) as e:
+        # FewBitError is a ValueError; malformed metadata (a 'meta' that is not the keyword arguments of a
+        # Table, levels of the wrong kind) raises TypeError & co: all mean the entry is not a table.
+        warnings.warn(f"tinymoon.fewbit: corrupt cache entry {path} ({type(e).__name__}: {e}); rebuilding it",
+                      CacheWarning, stacklevel=3)
         return None
 
 
@@ -207,7 +214,7 @@ def get_table(name, bits, *, domain=None, weight=None, grid=None, **params) -> T
     p = act.resolve(**params)
     domain = DEFAULT_DOMAIN if domain is None else domain
     weight = DEFAULT_WEIGHT if weight is None else weight
-    grid = DEFAULT_GRID if grid is None else grid
+    grid = _check_grid(DEFAULT_GRID if grid is None else grid)     # bounded before any lookup
     if weight not in ("uniform", "gaussian"):
         raise FewBitError(f"get_table caches only weight='uniform' or 'gaussian' (got {weight!r}); call "
                           f"tinymoon.fewbit.solve(...) for a callable or sample weight")

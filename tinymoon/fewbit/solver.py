@@ -157,9 +157,20 @@ def _check_domain(domain):
     return L, R
 
 
+# The solver holds ~30 float64 per cell (the quadrature nodes and the prefix integrals) plus a
+# (2^bits + 1) x (N + 1) int32 argmin table: at 2^16 cells and 8 bits that is ~70 MB, and the exact DP's
+# worst case is O(2^bits N^2). Borders land on the grid, so beyond a few thousand cells per level a finer
+# grid moves them by less than the table's own quantisation error.
+MAX_GRID = 1 << 16
+
+
 def _check_grid(grid):
     if isinstance(grid, bool) or not isinstance(grid, (int, np.integer)) or grid < 1:
         raise FewBitError(f"grid must be a positive integer number of cells; got {grid!r}")
+    if grid > MAX_GRID:
+        raise FewBitError(f"grid={grid} cells is more than the solver allows ({MAX_GRID} = 2**16, 16x the "
+                          f"default {DEFAULT_GRID}): memory grows with the grid (a (2^bits+1) x (grid+1) int32 "
+                          "table) and time up to bits x grid^2; use grid <= 65536")
     return int(grid)
 
 

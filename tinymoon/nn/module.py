@@ -276,18 +276,21 @@ class Module:
         for mp, m in self.named_modules():
             for n, p in m._parameters.items():
                 if p is not None:
-                    targets[f"{mp}.{n}" if mp else n] = p.data
+                    targets[f"{mp}.{n}" if mp else n] = p
             for n, b in m._buffers.items():
                 if b is not None:
                     targets[f"{mp}.{n}" if mp else n] = b
-        for k, dst in targets.items():
+        for k, target in targets.items():
             if k not in loaded:
                 continue
             src = loaded[k]
+            dst = target.data if isinstance(target, Tensor) else target
             if backend.device_of(src) != backend.device_of(dst):
                 src = backend.to_device(_host(src) if backend.device_of(dst) != "cpu" else src,
                                         backend.device_of(dst))
             dst[...] = src
+            if isinstance(target, Tensor):
+                target._bump_version()    # an in-place change: a graph that saved the old value refuses it
         missing = [k for k in own if k not in loaded]
         unexpected = [k for k in loaded if k not in own]
         return missing, unexpected

@@ -6,16 +6,25 @@ Messages are NumPy arrays sent with non-blocking point-to-point calls (Isend/Ire
 no pickle). A message is a fixed-size int64 header — micro-batch, number of arrays, and each array's dtype
 code and shape — followed by one send per array, so the receiver allocates exactly the right buffers.
 
-Faults. No call ever blocks without a deadline: every wait is a polling loop that also tests a pre-posted
-receive on an "abort" channel. A rank that raises sends the reason ("rank 2 failed at tick 5: ...") to every
-other rank, waits (bounded) until they acknowledge that they printed it, and calls `MPI_Abort` so the launcher
-ends everything. A rank that receives the reason prints it and acknowledges. A rank that dies silently is
-caught by the deadline of whoever waits for it ("no message from rank 3 within 30 s: presumed dead"), which
-then aborts the same way. So every rank stops, non-zero, naming the failing rank, within about `timeout`.
+Faults (docs/petra.md, "Failure model"). No call ever blocks without a deadline: every wait is a polling
+loop that also tests a pre-posted receive on an "abort" channel and exchanges heartbeats. Every rank sends
+each other rank, every `timeout`/8 s (at most 0.5 s) while it waits, and at every tick, a heartbeat
+carrying its rank, its tick, its phase and whom it is waiting for. A rank whose heartbeat has not been
+heard for `timeout` seconds has hung or died: whoever waits names *it* — not the neighbour it happens to
+wait for, which may itself be waiting — with the last tick each rank was seen at. A wait that outlasts
+`timeout` while its peer is alive follows the waiting-for chain: a cycle is a deadlock (reported as such),
+a rank that finished without sending is reported as such; otherwise the peer is working and the wait goes on.
+
+A rank that raises (or detects a failure) sends the reason ("rank 2 failed at tick 5: ...") to every other
+rank, waits (bounded) until they acknowledge that they printed it, and calls `MPI_Abort` so the launcher ends
+everything. A rank that receives the reason prints it and acknowledges. A rank that dies outright, or stalls
+inside MPI_Init / MPI_Finalize, is reported by its watchdog process (`watchdog.py`). So every rank stops,
+non-zero, with the failing rank named, within about 2 `timeout`.
 """
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 
@@ -26,27 +35,53 @@ from .stages import HeadStage, PetraError
 
 __all__ = ["MPIExecutor", "Channel", "PeerFailed", "PeerTimeout", "placement"]
 
-TAG_ABORT, TAG_ACK = 90, 91
+TAG_ABORT, TAG_ACK, TAG_HB = 90, 91, 92
 TAG_F, TAG_B, TAG_GATHER = 10, 20, 30      # header tag; the arrays follow on tag + 1
 HEADER = 64
 _DTYPES = [np.dtype(d) for d in ("float32", "float64", "int64", "int32", "uint8", "float16", "bool")]
 _ABORT_BYTES = 4096
 
+# a heartbeat: (sender's rank, its tick (-1 before the first), its phase, the rank it waits for (-1: none,
+# -2: a collective), a sequence number)
+HB_LEN = 5
+STARTING, RUNNING, FINISHING, FAILING = 0, 1, 2, 3
+_PHASE_NAMES = {STARTING: "starting", RUNNING: "running", FINISHING: "finishing", FAILING: "stopping"}
+
 
 class PeerFailed(PetraError):
-    """Another rank failed; `rank` is the one that failed, `reason` what it said."""
+    """Another rank failed; `rank` is the one that failed (or hung; -1: unknown), `reason` what was said
+    about it, `sender` the rank that said it (to be acknowledged)."""
 
-    def __init__(self, rank, reason):
+    def __init__(self, rank, reason, sender=None):
         super().__init__(reason)
-        self.rank, self.reason = rank, reason
+        self.rank, self.reason, self.sender = rank, reason, rank if sender is None else sender
 
 
 class PeerTimeout(PetraError):
-    """No message from `rank` within the deadline."""
+    """Rank `rank` hung or died (no heartbeat within the deadline), or a wait on it cannot end."""
 
     def __init__(self, rank, message):
         super().__init__(message)
         self.rank = rank
+
+
+FAULT_MODES = ("raise", "exit", "kill", "term", "hang")
+
+
+def fire(rank, when, mode):
+    """An injected fault (--inject-fault RANK:WHEN:MODE, for the tests of the failure model): raise an
+    exception, exit without a word (`os._exit(13)`, like a crash), die by SIGKILL or SIGTERM, or hang."""
+    if mode == "hang":
+        while True:
+            time.sleep(1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if mode == "exit":
+        os._exit(13)
+    if mode in ("kill", "term"):
+        os.kill(os.getpid(), signal.SIGKILL if mode == "kill" else signal.SIGTERM)
+        time.sleep(10)                    # the signal arrives at once
+    raise RuntimeError(f"injected fault (--inject-fault {rank}:{when})")
 
 
 def placement(stages, ranks):
@@ -88,14 +123,26 @@ def _decode(h):
     return m, specs
 
 
-class Channel:
-    """Point-to-point arrays with deadlines, plus the abort channel. Counts wait time and bytes."""
+class _Peer:
+    __slots__ = ("tick", "phase", "waiting", "heard")
 
-    def __init__(self, comm, timeout=60.0, poll=2e-4):
+    def __init__(self, now):
+        self.tick, self.phase, self.waiting, self.heard = -1, STARTING, -1, now
+
+
+class Channel:
+    """Point-to-point arrays with deadlines, heartbeats and the abort channel. Counts wait time and bytes.
+
+    `link`: the watchdog's pipe (watchdog.Link), told the tick and the ticks last seen from the peers."""
+
+    def __init__(self, comm, timeout=60.0, poll=2e-4, link=None):
         from mpi4py import MPI
-        self.MPI, self.comm = MPI, comm
+        if not timeout > 0:
+            raise PetraError(f"Channel: timeout must be > 0 seconds, got {timeout!r}")
+        self.MPI, self.comm, self.link = MPI, comm, link
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.timeout, self.poll = float(timeout), float(poll)
+        self.beat_every = min(0.5, self.timeout / 8)
         self._abort_buf = bytearray(_ABORT_BYTES)
         self._abort_req = comm.Irecv([self._abort_buf, MPI.BYTE], source=MPI.ANY_SOURCE, tag=TAG_ABORT)
         self.pending = []                 # (request, buffer kept alive until sent)
@@ -104,18 +151,110 @@ class Channel:
         self.xfer_s = 0.0                 # header-to-payload time of received messages (the transfer itself)
         self.bytes_sent = 0
         self.tick = None                  # the tick being run (for error messages)
+        self.phase, self.waiting = STARTING, -1
+        now = time.monotonic()
+        self.peers = {r: _Peer(now) for r in range(self.size) if r != self.rank}
+        self._hb_in = {r: np.zeros(HB_LEN, np.int64) for r in self.peers}
+        self._hb_req = {r: comm.Irecv(b, source=r, tag=TAG_HB) for r, b in self._hb_in.items()}
+        self._hb_out = {}                 # rank -> (request, buffer) of the heartbeat in flight to it
+        self._seq = 0
+        self._next_beat = 0.0
+        self.closed = False
+        self.beat(check=False)
+
+    # ---- heartbeats ------------------------------------------------------------------------------------
+    def set_tick(self, t):
+        self.tick, self.phase = t, RUNNING
+        if self.link is not None:
+            self.link.tick(t)
+        self.beat(force=True)
+
+    def beat(self, check=True, force=False):
+        """Take in the peers' heartbeats, send ours when due, and (check) raise PeerTimeout naming a rank
+        that has not been heard from for `timeout` seconds."""
+        now = time.monotonic()
+        for r, q in self._hb_req.items():
+            if q.Test():
+                b = self._hb_in[r]
+                p = self.peers[r]
+                p.tick, p.phase, p.waiting, p.heard = int(b[1]), int(b[2]), int(b[3]), now
+                self._hb_req[r] = self.comm.Irecv(b, source=r, tag=TAG_HB)
+        if force or now >= self._next_beat:
+            self._next_beat = now + self.beat_every
+            self._seq += 1
+            for r in self.peers:
+                out = self._hb_out.get(r)
+                if out is not None and not out[0].Test():
+                    continue              # the last one has not left yet: do not pile up
+                b = np.array([self.rank, -1 if self.tick is None else self.tick, self.phase, self.waiting,
+                              self._seq], np.int64)
+                self._hb_out[r] = (self.comm.Isend(b, dest=r, tag=TAG_HB), b)
+            if self.link is not None:
+                self.link.seen({r: p.tick for r, p in self.peers.items()})
+        if check:
+            silent = [(now - p.heard, r) for r, p in self.peers.items() if now - p.heard > self.timeout]
+            if silent:
+                raise PeerTimeout(max(silent)[1], self._silent_message(max(silent)[1], now))
+
+    def _where(self, r):
+        p = self.peers[r]
+        at = "start-up" if p.tick < 0 else f"tick {p.tick}"
+        return f"{at} ({_PHASE_NAMES.get(p.phase, p.phase)})"
+
+    def last_seen(self):
+        """'rank 0 at tick 7 (running), ...' — what this rank last heard from every other rank."""
+        mine = "start-up" if self.tick is None else f"tick {self.tick}"
+        parts = [f"rank {self.rank} (this one) at {mine}"] + \
+                [f"rank {r} at {self._where(r)}" for r in sorted(self.peers)]
+        return "last seen: " + ", ".join(parts)
+
+    def _silent_message(self, r, now):
+        return (f"rank {r} presumed dead or hung: no heartbeat for {now - self.peers[r].heard:.1f} s "
+                f"(--timeout {self.timeout:g} s), last heard from at {self._where(r)}; {self.last_seen()}")
+
+    def _stuck(self, peer, what, waited):
+        """A wait that outlasted the deadline while every rank is alive: a deadlock, a peer that finished
+        without sending, or (None) a peer that is still working. No single rank is to blame (rank -1)."""
+        if peer >= 0:
+            if self.peers[peer].phase == FINISHING:
+                return PeerTimeout(-1, f"{what} never came: rank {peer} finished without sending it (the ranks "
+                                       f"disagree about the schedule: the same arguments on every rank?); "
+                                       f"{self.last_seen()}")
+            chain, r = [self.rank], peer
+            while r >= 0 and r not in chain:
+                chain.append(r)
+                r = self.peers[r].waiting if r in self.peers else -1
+            if r == self.rank:
+                cycle = " -> ".join(f"rank {c}" for c in chain + [self.rank])
+                return PeerTimeout(-1, f"deadlock after {waited:.1f} s waiting for {what}: {cycle}, each waiting "
+                                       f"for the next, all alive (the ranks disagree about the schedule: the same "
+                                       f"arguments on every rank?); {self.last_seen()}")
+        else:
+            waiting_for_us = [r for r, p in self.peers.items() if p.waiting == self.rank]
+            if waiting_for_us:
+                return PeerTimeout(-1, f"deadlock after {waited:.1f} s in {what}: rank {waiting_for_us[0]} "
+                                       f"waits for a message from rank {self.rank} (the ranks disagree about the "
+                                       f"schedule?); {self.last_seen()}")
+        return None
 
     # ---- abort channel ---------------------------------------------------------------------------------
     def check_abort(self):
         status = self.MPI.Status()
         if self._abort_req.Test(status):
             src = status.Get_source()
-            reason = bytes(self._abort_buf[:status.Get_count(self.MPI.BYTE)]).decode("utf-8", "replace")
-            raise PeerFailed(src, reason)
+            text = bytes(self._abort_buf[:status.Get_count(self.MPI.BYTE)]).decode("utf-8", "replace")
+            culprit, _, reason = text.partition("|")
+            try:
+                culprit = int(culprit)
+            except ValueError:
+                culprit, reason = src, text
+            raise PeerFailed(culprit, reason, src)
 
-    def broadcast_abort(self, reason):
-        """Tell every other rank why we stop (non-blocking; they may be dead)."""
-        data = bytearray(reason.encode("utf-8")[:_ABORT_BYTES])
+    def broadcast_abort(self, reason, culprit=None):
+        """Tell every other rank why we stop, and who failed (non-blocking; they may be dead)."""
+        self.phase = FAILING
+        culprit = self.rank if culprit is None else culprit
+        data = bytearray(f"{culprit}|{reason}".encode("utf-8")[:_ABORT_BYTES])
         self._abort_msgs = [(self.comm.Isend([data, self.MPI.BYTE], dest=r, tag=TAG_ABORT), data)
                             for r in range(self.size) if r != self.rank]
 
@@ -127,39 +266,43 @@ class Channel:
         while reqs and time.monotonic() < deadline:
             for r in [r for r, q in reqs.items() if q.Test()]:
                 del reqs[r]
+            self.beat(check=False)        # still alive: no one should take us for dead meanwhile
             time.sleep(self.poll)
         return sorted(reqs)               # ranks that never answered
 
     def ack(self, rank):
         self._ack_buf = np.ones(1, np.int64)
         self._ack_req = self.comm.Isend(self._ack_buf, dest=rank, tag=TAG_ACK)
-        deadline = time.monotonic() + 2.0
+        deadline = time.monotonic() + min(2.0, self.timeout)
         while not self._ack_req.Test() and time.monotonic() < deadline:
             time.sleep(self.poll)
 
     # ---- waits -----------------------------------------------------------------------------------------
     def wait(self, req, peer, what):
+        """Until `req` completes. peer: the rank it depends on (-2: a collective)."""
         t0 = time.perf_counter()
-        deadline = time.monotonic() + self.timeout
-        while not req.Test():
-            self.check_abort()
-            self._progress()
-            if time.monotonic() > deadline:
-                if peer < 0:
-                    raise PeerTimeout(peer, f"rank {self.rank}: {what} not reached by every rank within "
-                                            f"{self.timeout:g} s: a rank is dead or hung")
-                raise PeerTimeout(peer, f"rank {self.rank}: no {what} from rank {peer} within {self.timeout:g} s: "
-                                        f"rank {peer} presumed dead or hung")
-            time.sleep(self.poll)
+        start = time.monotonic()
+        deadline = start + self.timeout
+        self.waiting = peer
+        try:
+            while not req.Test():
+                self.check_abort()
+                self._progress()
+                self.beat()
+                now = time.monotonic()
+                if now > deadline:
+                    stuck = self._stuck(peer, what, now - start)
+                    if stuck is not None:
+                        raise stuck
+                    deadline = now + self.beat_every      # the peer works: look again soon
+                time.sleep(self.poll)
+        finally:
+            self.waiting = -1
         self.wait_s += time.perf_counter() - t0
 
-    def barrier(self, what, timeout):
-        """A non-blocking barrier with a deadline (at start-up the ranks may be seconds apart: imports)."""
-        saved, self.timeout = self.timeout, max(self.timeout, timeout)
-        try:
-            self.wait(self.comm.Ibarrier(), -1, what)
-        finally:
-            self.timeout = saved
+    def barrier(self, what):
+        """A non-blocking barrier, watched like every other wait."""
+        self.wait(self.comm.Ibarrier(), -2, what)
 
     def _progress(self):
         if self.pending:
@@ -194,21 +337,42 @@ class Channel:
         self.xfer_s += time.perf_counter() - t0
         return m, out
 
-    def close(self):
-        """After a clean run: withdraw the pending abort receive (MPI_Finalize wants no open requests)."""
-        self.drain()
-        self._abort_req.Cancel()
-        self._abort_req.Wait()
-
     def drain(self):
-        """Wait (with the deadline) until every send we posted has gone."""
-        deadline = time.monotonic() + self.timeout
+        """Wait (watched) until every send we posted has gone."""
+        start = time.monotonic()
         while self.pending:
             self.check_abort()
             self._progress()
-            if self.pending and time.monotonic() > deadline:
-                raise PeerTimeout(-1, f"rank {self.rank}: sends not delivered within {self.timeout:g} s")
+            self.beat()
+            if self.pending and time.monotonic() - start > self.timeout:
+                raise PeerTimeout(-1, f"sends not delivered within {self.timeout:g} s; {self.last_seen()}")
             time.sleep(self.poll)
+
+    def finish(self):
+        """The distributed part is over for this rank: deliver what we sent, wait (watched) until every
+        rank gets here, withdraw the pending receives and finalise MPI. After this the rank is on its own
+        (rank 0 evaluates and writes the report without holding anyone up)."""
+        self.drain()
+        self.phase = FINISHING
+        self.beat(check=False, force=True)
+        self.barrier("the final barrier (every rank done)")
+        self.close()
+        if self.link is not None:
+            self.link.phase("finalize")
+        self.MPI.Finalize()
+        self.closed = True
+        if self.link is not None:
+            self.link.phase("done")        # MPI is over: what follows (rank 0's evaluation) has no deadline
+
+    def close(self):
+        """After a clean run: withdraw the pending receives (MPI_Finalize wants no open requests)."""
+        for q in [self._abort_req, *self._hb_req.values()]:
+            q.Cancel()
+            q.Wait()
+        deadline = time.monotonic() + min(2.0, self.timeout)
+        for q, _ in self._hb_out.values():
+            while not q.Test() and time.monotonic() < deadline:
+                time.sleep(self.poll)
 
 
 class MPIExecutor:
@@ -231,7 +395,6 @@ class MPIExecutor:
         self.inject = inject               # (rank, tick, mode) or None
         self.compute_s = self.loop_s = 0.0
         self.tick_times = []               # perf_counter at the end of every tick
-        self.startup_timeout = 300.0       # every rank must reach the first tick within this
 
     # ---- routing ---------------------------------------------------------------------------------------
     def _inputs(self, t, st):
@@ -264,22 +427,13 @@ class MPIExecutor:
                 self.channel.send(self.ranks_of[j - 1], TAG_B, b_out[0], list(b_out[1:]))
 
     def _fault(self, t):
-        if self.inject is None:
-            return
-        rank, tick, mode = self.inject
-        if rank == self.rank and tick == t:
-            if mode == "exit":                      # die without a word (a crash, a kill -9)
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(13)
-            if mode == "hang":
-                while True:
-                    time.sleep(1)
-            raise RuntimeError(f"injected fault (--inject-fault {rank}:{tick})")
+        if self.inject is not None and self.inject[0] == self.rank and self.inject[1] == t:
+            fire(*self.inject)
 
     # ---- running ---------------------------------------------------------------------------------------
     def step(self):
-        t = self.channel.tick = self.tick
+        t = self.tick
+        self.channel.set_tick(t)
         self._fault(t)
         for st in self.local:
             self._inputs(t, st)
@@ -303,7 +457,7 @@ class MPIExecutor:
 
     def run(self, until=None, checkpoint=None, checkpoint_every=None):
         end = self.schedule.ticks if until is None else min(until, self.schedule.ticks)
-        self.channel.barrier("start-up barrier", self.startup_timeout)
+        self.channel.barrier("the start-up barrier (every rank ready for tick 0)")
         t0 = time.perf_counter()
         while self.tick < end:
             self.step()

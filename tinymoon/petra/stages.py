@@ -28,6 +28,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from .. import memory
+from ..autodiff.reverse import allow_in_place
 from ..autodiff.state import enable_grad, no_grad
 from ..errors import TinymoonError
 from ..nn import CrossEntropyLoss, Module, Sequential
@@ -344,6 +345,8 @@ class TapeStage(Stage):
         with enable_grad():
             x_t = _leaf(x, self.input_grad)
             y = self.layers(x_t)
+        # No weight stashing, on purpose: the backward, ticks later, uses the parameters as updated by then.
+        allow_in_place(y, list(self.layers.parameters()))
         # held: the stage input (kept alive by the tape) and every residual the tape saved
         self._push(m, (x_t, y), x.nbytes + memory.saved_bytes() - base)
         self._clock("forward", t0, c0)

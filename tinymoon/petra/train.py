@@ -20,10 +20,12 @@ from ..serialization import save
 from .baselines import evaluate, recalibrate_batchnorm, train_backprop
 from .batches import MicroBatches
 from .models import revnet_mnist, tiny_mlp
+from .mpi import FAULT_MODES, fire
 from .recipe import Recipe
 from .schedule import Schedule
 from .simulator import Simulator
-from .stages import split
+from .stages import PetraError, split
+from .watchdog import launcher_rank_size, supervise
 
 __all__ = ["parser", "build", "train"]
 
@@ -42,7 +44,7 @@ def parser():
     a("--width", type=int, default=8)
     a("--blocks", type=int, default=2, help="RevBlocks (one stage piece each)")
     a("--dtype", choices=("float32", "float64"), default="float32")
-    a("--stages", type=int, default=None, help="J (default: one per top-level piece: blocks + 2)")
+    a("--stages", type=int, default=None, help="J >= 1 (default: one per top-level piece: blocks + 2)")
     a("--epochs", type=float, default=1.0)
     a("--micro-batch", type=int, default=32)
     a("--k", type=int, default=1, help="gradient accumulation: an optimiser step every k micro-batches")
@@ -62,8 +64,12 @@ def parser():
     a("--checkpoint-every", type=int, default=None, help="ticks between checkpoints")
     a("--stop-at-tick", type=int, default=None, help="stop (and checkpoint) at this tick")
     a("--resume", action="store_true", help="resume from --checkpoint")
-    a("--timeout", type=float, default=60.0, help="MPI: seconds any wait may last before the peer is presumed dead")
-    a("--inject-fault", default=None, metavar="RANK:TICK[:raise|exit|hang]", help="MPI: make a rank fail (tests)")
+    a("--timeout", type=float, default=60.0,
+      help="MPI: seconds a rank may go unheard (no heartbeat) before it is presumed dead or hung; also bounds "
+           "MPI start-up and shut-down (docs/petra.md, Failure model)")
+    a("--inject-fault", default=None, metavar="RANK:WHEN[:MODE]",
+      help="MPI: make a rank fail (tests). WHEN: a tick, 'init' (before MPI start-up) or 'setup' (after it, "
+           "before tick 0); MODE: raise (default), exit, kill, term, hang")
     a("--out", default=None, help="write the final model state_dict here (tm.save)")
     a("--json", default=None, help="write the run's report (losses, accuracy, timings, per-stage stats) here")
     a("--trace", action="store_true", help="simulator: print who holds what at every tick")
@@ -105,17 +111,23 @@ def meta(args, microbatches):
     return out
 
 
-def build(args):
-    """(model, stages, schedule, micro-batches, test images, test labels, recipe)."""
+def build(args, beat=None):
+    """(model, stages, schedule, micro-batches, test images, test labels, recipe). `beat()` is called between
+    the slow parts (an MPI rank's heartbeat, so that its peers hear from it while it loads the data)."""
+    beat = beat or (lambda: None)
     batches, xte, yte = _data(args)
+    beat()
     model = _model(args)
+    beat()
     microbatches = int(math.floor(args.epochs * batches.per_epoch))
     k = args.k
     steps_per_epoch = max(1, batches.per_epoch // k)
     recipe = Recipe(lr=args.lr, momentum=args.momentum, nesterov=not args.no_nesterov and args.momentum > 0,
                     weight_decay=args.weight_decay, k=k, micro_batch=args.micro_batch, lr_scaling=args.lr_scaling,
                     warmup_steps=int(round(args.warmup_epochs * steps_per_epoch)))
-    J = args.stages or len(model)
+    if args.stages is not None and args.stages < 1:
+        raise PetraError(f"--stages must be at least 1, got {args.stages} (leave it out for one stage per piece)")
+    J = len(model) if args.stages is None else args.stages
     stages = None
     if args.method != "backprop":
         stages = split(model, J, recipe=recipe, method="tape" if args.method == "delayed" else "petra")
@@ -129,7 +141,10 @@ def _use_mpi(args):
         return False
     if args.executor == "mpi":
         return True
-    if not any(v in os.environ for v in ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")):
+    _, size = launcher_rank_size()
+    if size is not None:              # never import mpi4py here: MPI_Init would wait without a deadline
+        return size > 1
+    if "PMIX_RANK" not in os.environ:
         return False
     from mpi4py import MPI
     return MPI.COMM_WORLD.Get_size() > 1
@@ -140,14 +155,30 @@ def _parse_fault(spec):
         return None
     parts = spec.split(":")
     mode = parts[2] if len(parts) > 2 else "raise"
-    if len(parts) not in (2, 3) or mode not in ("raise", "exit", "hang"):
-        raise ValueError(f"--inject-fault: expected RANK:TICK[:raise|exit|hang], got {spec!r}")
-    return int(parts[0]), int(parts[1]), mode
+    try:
+        if len(parts) not in (2, 3) or mode not in FAULT_MODES:
+            raise ValueError
+        when = parts[1] if parts[1] in ("init", "setup") else int(parts[1])
+        return int(parts[0]), when, mode
+    except ValueError:
+        raise ValueError(f"--inject-fault: expected RANK:WHEN[:MODE] with WHEN a tick, 'init' or 'setup' and "
+                         f"MODE one of {', '.join(FAULT_MODES)}; got {spec!r}") from None
+
+
+def check_args(args):
+    """Refuse option values that would otherwise be silently replaced or make no sense."""
+    if args.stages is not None and args.stages < 1:
+        raise ValueError(f"--stages must be at least 1, got {args.stages} (leave it out for one per piece)")
+    if not args.timeout > 0:
+        raise ValueError(f"--timeout must be > 0 seconds, got {args.timeout}")
+    if args.checkpoint_every is not None and args.checkpoint_every < 1:
+        raise ValueError(f"--checkpoint-every must be at least 1 tick, got {args.checkpoint_every}")
+    _parse_fault(args.inject_fault)
 
 
 def train(args, channel=None, log=print):
     """Run one training as the options say; returns the report dict (on rank 0; None on other ranks)."""
-    model, stages, schedule, batches, xte, yte, recipe = build(args)
+    model, stages, schedule, batches, xte, yte, recipe = build(args, None if channel is None else channel.beat)
     info = meta(args, schedule.microbatches)
     rank, stats, executor = 0, None, None
     t0 = time.perf_counter()
@@ -175,6 +206,7 @@ def train(args, channel=None, log=print):
         loop_s = time.perf_counter() - t1
         if channel is not None:
             stats = executor.gather()
+            channel.finish()            # the distributed part is over: MPI is finalised on every rank
         else:
             from .mpi import stage_stats
             stats = [dict(stage_stats(s), rank=0, loop_s=loop_s) for s in stages]
@@ -214,42 +246,72 @@ def train(args, channel=None, log=print):
 
 
 def main(argv, log=print):
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    try:
+        check_args(args)
+    except ValueError as e:
+        p.error(str(e))
     if not _use_mpi(args):
         train(args, None, log)
         return 0
-    return _mpi_main(args, log)
+    rank, size = launcher_rank_size()
+    return supervise(lambda link: _mpi_main(args, log, link), 0 if rank is None else rank, size or 1, args.timeout)
 
 
-def _mpi_main(args, log):
-    """Run under MPI with the fault protocol: never hang, always name the failing rank."""
+def _mpi_main(args, log, link):
+    """One MPI rank (the watchdog's child), with the fault protocol: never hang, always name the failed rank."""
     import traceback
-
-    from mpi4py import MPI
+    fault = _parse_fault(args.inject_fault)
+    env_rank, _ = launcher_rank_size()
+    if fault is not None and fault[1] == "init" and fault[0] == env_rank:
+        try:
+            fire(*fault)
+        except RuntimeError as e:
+            print(f"petra rank {env_rank}: failed before MPI start-up: {type(e).__name__}: {e}", file=sys.stderr,
+                  flush=True)
+            link.reported()
+            return 2
+    link.phase("init")
+    from mpi4py import MPI                   # MPI_Init: bounded by the watchdog (it may wait for a stalled rank)
+    link.phase("ready")
 
     from .mpi import Channel, PeerFailed, PeerTimeout
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
-    channel = Channel(comm, args.timeout)
-    grace = min(10.0, max(2.0, args.timeout / 4))
+    channel = Channel(comm, args.timeout, link=link)
+    grace = min(args.timeout, 10.0, max(1.0, args.timeout / 4))
     try:
+        if fault is not None and fault[1] == "setup" and fault[0] == rank:
+            fire(*fault)
         train(args, channel, log)
-        channel.close()
         return 0
     except PeerFailed as e:
-        print(f"petra rank {rank}: stopping because rank {e.rank} failed: {e.reason}", file=sys.stderr, flush=True)
-        channel.ack(e.rank)
-        time.sleep(grace + 5.0)              # the failing rank aborts the job; if it cannot, leave anyway
+        if e.rank < 0:
+            print(f"petra rank {rank}: stopping: {e.reason}", file=sys.stderr, flush=True)
+        else:
+            print(f"petra rank {rank}: stopping because rank {e.rank} failed: {e.reason}", file=sys.stderr,
+                  flush=True)
+        link.reported()
+        channel.ack(e.sender)
+        time.sleep(grace + min(5.0, args.timeout))   # the failing rank aborts the job; if it cannot, leave
         os._exit(3)
     except BaseException as e:               # noqa: BLE001  (this rank failed: tell everyone, then abort)
+        if channel.closed:                   # after MPI_Finalize: a failure of rank 0's own epilogue
+            traceback.print_exc()
+            print(f"petra rank {rank}: failed after the distributed run: {type(e).__name__}: {e}",
+                  file=sys.stderr, flush=True)
+            link.reported()
+            return 1
         if isinstance(e, PeerTimeout):
-            reason = f"{e} (detected by rank {rank})"
+            culprit, reason = e.rank, f"{e} (detected by rank {rank})"
         else:
-            at = f" at tick {channel.tick}" if channel.tick is not None else ""
-            reason = f"rank {rank} failed{at}: {type(e).__name__}: {e}"
+            at = f" at tick {channel.tick}" if channel.tick is not None else " during set-up (before tick 0)"
+            culprit, reason = rank, f"rank {rank} failed{at}: {type(e).__name__}: {e}"
             traceback.print_exc()
         print(f"petra rank {rank}: {reason}", file=sys.stderr, flush=True)
-        channel.broadcast_abort(reason)
+        link.reported()
+        channel.broadcast_abort(reason, culprit)
         missing = channel.wait_acks(grace)
         if missing:
             print(f"petra rank {rank}: ranks {missing} did not acknowledge (dead?); aborting all",
