@@ -58,6 +58,13 @@ class Tensor:
         """How many in-place changes the value has had since a tape first saved it (0 before that)."""
         return 0 if self._version is None else self._version[0]
 
+    def watch_version(self):
+        """Start counting in-place changes now (if nothing counts them yet) and return the count: for an
+        algorithm that keeps something derived from this value across calls (Moonwalk's phase-1 record)."""
+        if self._version is None:
+            self._version = [0]
+        return self._version[0]
+
     def __setitem__(self, index, value):
         """`t[index] = value`, in place. Not differentiable: a tensor computed on the tape refuses it; a
         leaf accepts it, and a graph that saved the leaf's old value refuses to backpropagate through it."""

@@ -268,3 +268,15 @@ def test_step_holds_fewer_gradients_at_once():
         mw.backward(model, MSE, x, y)
     grad_bytes = sum(p.data.nbytes for p in model.parameters())
     assert m_step.peak_host_bytes < m_bw.peak_host_bytes - grad_bytes / 2
+
+
+def test_an_optimiser_step_between_the_phases_is_refused():
+    from tinymoon.errors import GradientError
+    model = leaky_mlp(4, 8, 0.5, "ortho", dtype="float64")
+    x, y = batch(4, 8)
+    opt = tm.optim.SGD(model.parameters(), lr=0.1)
+    mw.backward(model, MSE, x, y)
+    record = mw.input_cotangent(model, MSE, x, y)
+    opt.step()                                        # changes every weight and bias in place
+    with pytest.raises(GradientError, match="changed in place.*after phase 1"):
+        mw.sweep(model, MSE, x, y, record)

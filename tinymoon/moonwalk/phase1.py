@@ -40,10 +40,14 @@ class Record:
     model_dtype    the model's (and the gradients') dtype; cot_dtype: the dtype the cotangents are carried in
     tol            the tolerance on the sweep's relative cotangent error
     repair         whether a segment whose measured error exceeds tol is recomputed (else: an error)
+    versions       (parameter, version) at phase 1; phase 2 refuses to run if one has changed since
     """
 
     def __init__(self, units, kinds, loss, h0, stash, anchors, plan, model_dtype, cot_dtype, tol, repair=True):
         self.units, self.kinds, self.loss, self.h0, self.stash = units, kinds, loss, h0, stash
+        # the parameters' versions: phase 2 recomputes the forward pass, so an in-place change in between
+        # (an optimiser step) would pair new activations with old fragments and anchors
+        self.versions = [(p, p.watch_version()) for u in units for p in u.parameters()]
         self.anchors, self.plan, self.tol, self.repair = anchors, plan, tol, repair
         self.model_dtype, self.cot_dtype = np.dtype(model_dtype), np.dtype(cot_dtype)
         self.anchor_bytes = sum(Stash._size(v) for k, v in stash.items.items() if k[0] == "anchor")

@@ -30,7 +30,7 @@ from ..autodiff.inverse import VijpFunction, trace_chain
 from ..autodiff.reverse import accumulate_grad, vjp_into
 from ..autodiff.state import enable_grad, no_grad
 from ..backend import get_array_module
-from ..errors import AccuracyError, NotInvertibleError
+from ..errors import AccuracyError, GradientError, NotInvertibleError
 from ..tensor import Tensor, as_tensor
 from .anchors import learn, shares
 from .phase1 import loss_cotangent
@@ -182,6 +182,12 @@ def sweep(model, loss_fn, x, y, record, on_step=None, optimizer=None, on_error="
     a Report. on_step(i, x_i, h_i), if given, sees each unit's output and its cotangent (i < L-1)."""
     if on_error not in ("raise", "warn"):
         raise ValueError(f"moonwalk: on_error must be 'raise' or 'warn', got {on_error!r}")
+    for p, v in record.versions:
+        if p.version != v:
+            raise GradientError(
+                f"moonwalk.sweep: a parameter of shape {p.shape} was changed in place (version {v} -> {p.version}) "
+                "after phase 1 recorded its fragments and anchors, so the sweep would recompute a different forward "
+                "pass. Step the optimiser after the sweep (or use moonwalk.step), or run input_cotangent again.")
     units, stash, plan, report = record.units, record.stash, record.plan, Report(record)
     model_dtype, cot, L = record.model_dtype, record.cot_dtype, len(units)
     cache = {}
