@@ -1,7 +1,7 @@
 """Tensor-level elementwise math and activations: each function converts its operands and applies one primitive.
 
-This is the public math of tinymoon (`tm.exp`, `tm.matmul`, `tm.conv2d`, ...); Tensor's operators and
-methods are bound to these functions at the bottom of this file.
+With its sibling modules this is the public math of tinymoon (`tm.exp`, `tm.where`, `tm.gelu`, ...);
+tinymoon/_methods.py binds Tensor's operators and methods to these functions.
 """
 from __future__ import annotations
 
