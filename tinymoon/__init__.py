@@ -9,9 +9,10 @@ __version__ = "0.1.0"      # the one place the version lives (pyproject.toml rea
 
 from . import backend, errors, memory
 from .autodiff.forward import jvp
+from .autodiff.higher import hessian, hvp
 from .autodiff.inverse import vijp
 from .autodiff.reverse import grad, value_and_grad, vjp
-from .autodiff.state import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .autodiff.state import enable_grad, higher_order, is_grad_enabled, no_grad, set_grad_enabled
 from .backend import cuda_available, float32, float64, int32, int64
 from .functional import *  # noqa: F401,F403
 from .tensor import (Tensor, arange, as_tensor, from_dlpack, full, generator, ones, ones_like, rand, randn,

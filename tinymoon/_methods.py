@@ -5,6 +5,7 @@ from . import backend
 from . import functional as F
 from .autodiff.reverse import backward as _backward
 from .backend import as_dtype
+from .functional import namespace as _xp
 from .tensor import Tensor
 
 
@@ -13,14 +14,21 @@ def _to(self, device):
     return F.to_device(self, backend.normalize_device(device))
 
 
-def _astype(self, dtype):
-    """A cast; differentiable between float dtypes."""
+def _astype(self, dtype, copy=True):
+    """A cast; differentiable between float dtypes. (`copy` is NumPy's argument, for rules that run on tensors:
+    a tensor's value is never written in place, so whether it is copied does not matter.)"""
     return F.astype(self, as_dtype(dtype))
 
 
-def _backward_method(self, y_bar=None, retain_graph=False, create_graph=False):
-    """Reverse mode: accumulate d<y_bar, self>/d(leaf) into each leaf's .grad. create_graph=True
-    (differentiable gradients) raises MissingRuleError: higher order is not supported yet."""
+def _swapaxes(self, a, b):
+    """The axes a and b exchanged (numpy.ndarray.swapaxes)."""
+    return _xp.swapaxes(self, a, b)
+
+
+def _backward_method(self, y_bar=None, retain_graph=None, create_graph=False):
+    """Reverse mode: accumulate d<y_bar, self>/d(leaf) into each leaf's .grad. create_graph=True records the
+    backward pass on the tape, so each .grad is a tensor that can be differentiated again (retain_graph then
+    defaults to True, as in PyTorch); see tinymoon.autodiff.graph."""
     _backward(self, y_bar, retain_graph=retain_graph, create_graph=create_graph)
 
 
@@ -54,6 +62,10 @@ def _bind():
     T.__rmatmul__ = lambda a, b: F.matmul(b, a)
     T.__getitem__ = lambda a, idx: F.getitem(a, idx)
     T.to, T.astype, T.backward = _to, _astype, _backward_method
+    T.swapaxes = _swapaxes
+    T.ravel = lambda a: F.reshape(a, -1)
+    # backend.get_array_module(tensor) -> NumPy's names on tensors, so that a rule runs on tensors unchanged
+    T.__array_namespace__ = lambda a, api_version=None: _xp
     T.__iter__ = _iter
     T.__format__ = _format
     T.numel = lambda a: a.data.size          # PyTorch's names for size and ndim

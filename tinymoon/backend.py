@@ -46,11 +46,19 @@ def is_cupy_array(a) -> bool:
 
 
 def get_array_module(*arrays):
-    """numpy or cupy, whichever owns the arrays (numpy for scalars and lists)."""
+    """numpy or cupy, whichever owns the arrays (numpy for scalars and lists) — or, when one of them is a
+    tinymoon Tensor, the namespace it names with `__array_namespace__()`: NumPy's names on tensors. That is how
+    a rule written once against `xp` runs on tensors when the engine differentiates the backward pass itself
+    (tinymoon/autodiff/graph.py); NumPy's own arrays and scalars also have the method, so only other types ask."""
+    xp = np
     for a in arrays:
+        if type(a) is np.ndarray:
+            continue
         if _cupy and isinstance(a, _cupy.ndarray):
-            return _cupy
-    return np
+            xp = _cupy
+        elif hasattr(a, "__array_namespace__") and not isinstance(a, (np.ndarray, np.generic)):
+            return a.__array_namespace__()
+    return xp
 
 
 # ---- devices ---------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from .errors import ArgumentError, DeviceError, DTypeError, GradientError, Shape
 class Tensor:
     __slots__ = ("_data", "requires_grad", "grad", "_node", "tangent", "_version", "__weakref__")
     __array_priority__ = 1000     # numpy_array + tensor defers to Tensor.__radd__
+    _strict = False               # True while a rule runs on tensors (autodiff/graph.py): __array__ refuses
 
     def __init__(self, data, dtype=None, device=None, requires_grad=False):
         t = tensor(data, dtype=dtype, device=device, requires_grad=requires_grad)
@@ -178,6 +179,11 @@ class Tensor:
         return self.data.__dlpack_device__()
 
     def __array__(self, dtype=None, copy=None):
+        if Tensor._strict:
+            raise GradientError(
+                "a tensor was converted to an array (numpy.asarray, a NumPy function) inside a rule running on "
+                "tensors for a higher-order derivative: the derivative through it would be lost. The rule must use "
+                "xp = get_array_module(...) and array methods only (see tinymoon/autodiff/graph.py)")
         a = self.numpy()
         return a if dtype is None else a.astype(dtype)
 

@@ -6,7 +6,11 @@ For f: tensors -> tensor, in float64, with random directions from a fixed seed, 
 - "vijp": inverse mode along args[0] (the others held fixed): for x_bar = u J,
           vijp(x_bar, fragment(u)) = u and vjp(vijp(x_bar, fragment(u))) = x_bar; and where the chain
           erased something (a fragment is not None), that calling the vijp without fragments raises
-          instead of returning a wrong cotangent.
+          instead of returning a wrong cotangent;
+- "hvp":  second order, for φ(x) = <u, f(x)>: the Hessian-vector product H t forward-over-reverse
+          (tm.jvp of tm.grad) and reverse-over-reverse (tm.grad of <tm.grad φ, t>) against central finite
+          differences of the gradient, (∇φ(x + eps t) - ∇φ(x - eps t)) / 2 eps, the two against each other
+          (both exact: to rounding), and the symmetry of the Hessian, <s, H t> = <H s, t>.
 Each failure raises GradCheckError naming the mode, the function, the shapes and the worst entry.
 """
 from __future__ import annotations
@@ -16,7 +20,7 @@ import numpy as np
 from . import backend
 from .autodiff.forward import jvp
 from .autodiff.inverse import vijp
-from .autodiff.reverse import vjp
+from .autodiff.reverse import grad, vjp
 from .errors import GradCheckError, NotInvertibleError
 from .tensor import Tensor, as_tensor
 
@@ -49,7 +53,8 @@ def assert_close(actual, expected, rtol, atol, what):
 
 def check_grads(f, args, modes=("jvp", "vjp", "vijp"), eps=1e-6, rtol=1e-6, atol=1e-7, seed=0, wrt=None,
                 device=None):
-    """Check f's jvp, vjp and vijp rules at `args` (float64 arrays/tensors). Returns None or raises.
+    """Check f's jvp, vjp and vijp rules (and with "hvp" in modes, its second derivatives) at `args` (float64
+    arrays/tensors). Returns None or raises.
 
     wrt: indices of the arguments to differentiate (default: every float argument). The vijp check is
     along args[0]. device: run f there ('cpu', 'cuda'); the arguments, directions and cotangents are moved
@@ -124,3 +129,48 @@ def check_grads(f, args, modes=("jvp", "vjp", "vijp"), eps=1e-6, rtol=1e-6, atol
             else:
                 raise GradCheckError(f"check_grads[vijp] {name}{shapes}: the chain erased cotangent components "
                                      "(a fragment was recorded) but the vijp without fragments did not raise")
+    if "hvp" in modes:
+        _check_second_order(f, xs, wrt, call_with, rng, on_dev, eps, rtol, atol, f"{name}{shapes}")
+
+
+def _check_second_order(f, xs, wrt, call_with, rng, on_dev, eps, rtol, atol, what):
+    """The "hvp" mode of check_grads (see the module docstring), over the arguments `wrt` jointly."""
+    from . import functional as F
+    from .autodiff.state import no_grad
+
+    with no_grad():
+        out = call_with([xs[i] for i in wrt])
+    u = Tensor._wrap(on_dev(rng.standard_normal(out.shape)))
+
+    def phi(*v):                                    # a scalar function whose Hessian mixes all of f's outputs
+        return (call_with(v) * u).sum()
+
+    nums = tuple(range(len(wrt)))
+
+    def flat_grad(*v):                              # ∇φ(v), every argument's part flattened and joined
+        gs = grad(phi, argnums=nums)(*v)
+        return F.concatenate([g.reshape(-1) for g in gs])
+
+    primals = [xs[i] for i in wrt]
+    t = [on_dev(rng.standard_normal(p.shape)) for p in primals]
+    s = [on_dev(rng.standard_normal(p.shape)) for p in primals]
+    t_flat = np.concatenate([_np(a).ravel() for a in t])
+    s_flat = np.concatenate([_np(a).ravel() for a in s])
+    plus = _np(flat_grad(*[Tensor._wrap(p.data + eps * d) for p, d in zip(primals, t)]))
+    minus = _np(flat_grad(*[Tensor._wrap(p.data - eps * d) for p, d in zip(primals, t)]))
+    numeric = (plus - minus) / (2 * eps)
+    h_t = _np(jvp(flat_grad, primals, t)[1])                    # forward-over-reverse
+    scale = max(1.0, float(np.max(np.abs(numeric)))) if numeric.size else 1.0
+    assert_close(h_t, numeric, rtol=max(rtol, 1e-5), atol=max(atol, 1e-6) * scale,
+                 what=f"check_grads[hvp] {what}: forward-over-reverse H t vs finite differences of the gradient")
+    t_dev = on_dev(t_flat)
+
+    def along_t(*v):
+        return (flat_grad(*v) * Tensor._wrap(t_dev)).sum()
+    h_t_rr = np.concatenate([_np(g).ravel() for g in grad(along_t, argnums=nums)(*primals)])   # reverse-over-reverse
+    assert_close(h_t_rr, h_t, rtol=1e-9, atol=1e-11 * scale,
+                 what=f"check_grads[hvp] {what}: reverse-over-reverse H t vs forward-over-reverse")
+    h_s = _np(jvp(flat_grad, primals, s)[1])
+    lhs, rhs = float(s_flat @ h_t), float(h_s @ t_flat)
+    assert_close(lhs, rhs, rtol=1e-9, atol=1e-11 * max(1.0, abs(lhs), scale),
+                 what=f"check_grads[hvp] {what}: symmetry of the Hessian <s, H t> vs <H s, t>")

@@ -2,6 +2,10 @@
 
 A row names the tensor-level function, a NumPy reference computing the same value, and a strategy that
 draws the inputs (shapes from hypothesis, values from the op's domain). Adding an op = adding a row.
+
+`orders` is the highest order of derivative the op supports: 2 (the default) means its rules run on tensors
+(tinymoon/autodiff/graph.py) and check_grads checks second derivatives; 1 means a second derivative raises
+MissingRuleError naming the op and the order (tested too).
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ class OpSpec:
     f32_rtol: float = 1e-5
     f32_atol: float = 1e-5
     marks: list = field(default_factory=list)
+    orders: int = 2                  # highest order supported (see the module docstring)
 
 
 def shapes(min_dims=1, max_dims=3, min_side=1, max_side=5):

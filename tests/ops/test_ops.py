@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import tinymoon as tm
+from tinymoon.errors import MissingRuleError
 from tinymoon.testing import check_grads
 
 ROWS = []
@@ -43,6 +44,31 @@ def test_gradients(spec, data):
     arrays = spec.inputs(data.draw, "float64")
     check_grads(spec.fn, arrays, modes=spec.modes, rtol=spec.rtol, atol=spec.atol,
                 wrt=None if spec.wrt is None else list(spec.wrt))
+
+
+SECOND = [r for r in ROWS if r.orders >= 2]
+FIRST_ONLY = [r for r in ROWS if r.orders == 1 and "vjp" in r.modes]
+
+
+@pytest.mark.parametrize("spec", SECOND, ids=_ids(SECOND))
+@settings(max_examples=4)
+@given(data=st.data())
+def test_second_order(spec, data):
+    """Hessian-vector products forward-over-reverse and reverse-over-reverse against finite differences of the
+    gradient, and the symmetry of the Hessian (check_grads' "hvp" mode)."""
+    arrays = spec.inputs(data.draw, "float64")
+    check_grads(spec.fn, arrays, modes=("hvp",), rtol=spec.rtol, atol=spec.atol,
+                wrt=None if spec.wrt is None else list(spec.wrt))
+
+
+@pytest.mark.parametrize("spec", FIRST_ONLY, ids=_ids(FIRST_ONLY))
+@settings(max_examples=2)
+@given(data=st.data())
+def test_second_order_refused(spec, data):
+    """An op without higher-order rules raises MissingRuleError naming itself and the order, never zeros."""
+    arrays = spec.inputs(data.draw, "float64")
+    with pytest.raises(MissingRuleError, match="order 2"):
+        check_grads(spec.fn, arrays, modes=("hvp",), wrt=None if spec.wrt is None else list(spec.wrt))
 
 
 @pytest.mark.parametrize("spec", ROWS, ids=_ids(ROWS))

@@ -39,6 +39,21 @@ def _check_operands(prim, inputs):
             "mixes float32 and float64 silently — cast one explicitly with .astype(...)")
 
 
+def _distinct(inputs, xs):
+    """Different tensors holding one array object (x and x.detach(), two transforms' primals of one value) get
+    distinct array objects (a view each): the tape tells which input a residual is by the array's identity
+    (tape._saved_tensors), and a differentiable backward must not take one tensor for the other."""
+    if len(xs) == 2:
+        if xs[0] is xs[1] and inputs[0] is not inputs[1]:
+            xs[1] = xs[1].view()
+        return
+    first = {}
+    for i, a in enumerate(xs):
+        j = first.setdefault(id(a), i)
+        if j != i and inputs[j] is not inputs[i]:
+            xs[i] = a.view()
+
+
 def apply(prim, *inputs, **params):
     """Apply primitive `prim` to tensors `inputs` with keyword parameters `params`."""
     if len(inputs) > 1:
@@ -57,12 +72,14 @@ def apply(prim, *inputs, **params):
     ctx = Context(needs, params)
     peak0 = memory._peak
     xs = [t._data for t in inputs]
+    if len(xs) > 1:
+        _distinct(inputs, xs)
     y = prim.forward(ctx, *xs, **params)
     out = Tensor._wrap(y)
     if any_tangent:
         push_tangent(prim, ctx, inputs, needs, out)
     if any_grad:
-        record(prim, ctx, inputs, xs, y, out, needs, peak0)
+        record(prim, ctx, inputs, xs, y, out, needs, peak0, any_tangent)
     else:
         ctx.release()       # nothing will differentiate through this op: its residuals never count
         memory._peak = peak0

@@ -36,7 +36,7 @@ def jvp(f, primals, tangents):
             raise ShapeError(f"jvp: tangent shape {t.shape} does not match primal shape {q.shape}")
         q.tangent = t
         ps.append(q)
-    with nesting.tracing("tm.jvp", ps):
+    with nesting.running("tm.jvp", ps):
         out = f(*ps)
     nesting.check_output("tm.jvp", out)
     t = out.tangent if out.tangent is not None else out.xp.zeros_like(out.data)

@@ -1,13 +1,18 @@
-"""Interpreter state shared by the three modes: is the tape recording, and is an inverse trace open."""
+"""Interpreter state shared by the three modes: is the tape recording, is an inverse trace open, and is the
+tape being recorded so that its backward pass can itself be differentiated (higher order)."""
 from contextlib import contextmanager
 
 
 class _State:
-    __slots__ = ("grad_enabled", "trace")
+    __slots__ = ("grad_enabled", "trace", "higher", "level")
 
     def __init__(self):
         self.grad_enabled = True   # record tape nodes for reverse mode
         self.trace = None          # a list receiving every recorded output, while tm.vijp traces
+        self.higher = False        # nodes also keep their inputs (and tangents): a backward through them can
+                                   # be differentiated (autodiff/graph.py); see higher_order()
+        self.level = 0             # 0 for the forward pass; k + 1 while a differentiable backward runs the rules
+                                   # of a level-k node (a node's level + 2 is the order its rules are asked for)
 
 
 state = _State()
@@ -30,6 +35,20 @@ def enable_grad():
         yield
     finally:
         state.grad_enabled = old
+
+
+@contextmanager
+def higher_order(enabled=True):
+    """Record the tape inside the block so that its backward pass can be differentiated again:
+    `loss.backward(create_graph=True)` needs it for the ops whose first-order residual is derived from their
+    input (f'(x) of tanh, softmax's p of cross_entropy, layer_norm's statistics...): each node then also keeps
+    its inputs, as PyTorch's autograd does, so those residuals can be recomputed on the tape. Nested
+    transforms (tm.grad of tm.grad, tm.jvp of tm.grad), tm.hvp and tm.hessian turn it on themselves."""
+    old, state.higher = state.higher, bool(enabled)
+    try:
+        yield
+    finally:
+        state.higher = old
 
 
 def is_grad_enabled() -> bool:

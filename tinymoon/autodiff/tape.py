@@ -26,15 +26,25 @@ class Node:
     activation stays alive only if a rule saved it as a residual (counted in tinymoon.memory) or the
     caller keeps a reference — which is what makes the memory numbers of the algorithms honest.
 
-    versions: None, or one (counter, n, i) per residual that is input i's own array (i = -1: the output's):
-    the tensor's version counter and its value n when the forward saved it. The reverse pass checks them
-    (`check_versions`): a residual whose tensor was changed in place since would give a wrong gradient.
-    """
-    __slots__ = ("prim", "ctx", "parents", "shapes", "released", "versions")
+    versions: None, or one (counter, n, i, name) per residual `name` that is input i's own array (i = -1: the
+    output's): the tensor's version counter and its value n when the forward saved it. The reverse pass checks
+    them (`check_versions`): a residual whose tensor was changed in place since would give a wrong gradient.
+    A differentiable backward reads i too: such a residual becomes the input's tensor (graph.py).
 
-    def __init__(self, prim, ctx, parents, shapes, versions=None):
+    higher: None, or what a differentiable backward needs beyond the residuals, recorded under
+    `tm.higher_order()` (nested transforms turn it on): (the input arrays, the output array, the tangents of the
+    inputs and the output or None). HIGHER_DROPPED marks a node whose inputs carried tangents that were not
+    kept. level: 0 for the forward pass, k + 1 for a node a differentiable backward recorded while running the
+    rules of a level-k node.
+    """
+    __slots__ = ("prim", "ctx", "parents", "shapes", "released", "versions", "higher", "level")
+
+    def __init__(self, prim, ctx, parents, shapes, versions=None, higher=None, level=0):
         self.prim, self.ctx, self.parents, self.shapes, self.released = prim, ctx, parents, shapes, False
-        self.versions = versions
+        self.versions, self.higher, self.level = versions, higher, level
+
+
+HIGHER_DROPPED = ()      # Node.higher of a node whose input tangents were not kept (recorded without higher order)
 
 
 def _saved_tensors(ctx, inputs, xs, y, out):
@@ -45,7 +55,7 @@ def _saved_tensors(ctx, inputs, xs, y, out):
     optimiser step or `x[...] = v` changes in place, hence the version recorded with it."""
     counted = ctx.nbytes != 0
     rec = None
-    for v in ctx.__dict__.values():
+    for name, v in ctx.__dict__.items():
         if v is y:
             t, i = out, -1
         else:
@@ -64,15 +74,15 @@ def _saved_tensors(ctx, inputs, xs, y, out):
         if c is None:
             c = t._version = [0]
         if rec is None:
-            rec = [(c, c[0], i)]
+            rec = [(c, c[0], i, name)]
         else:
-            rec.append((c, c[0], i))
+            rec.append((c, c[0], i, name))
     return rec
 
 
 def check_versions(node):
     """Raise GradientError if a residual of `node` belongs to a tensor changed in place since the forward."""
-    for c, n, i in node.versions:
+    for c, n, i, _ in node.versions:
         if c[0] != n:
             raise _stale(node, n, c[0], i)
 
@@ -94,17 +104,24 @@ def _stale(node, saved, now, i):
         "backward; to keep an old value, copy it first (tm.tensor(x)).")
 
 
-def record(prim, ctx, inputs, xs, y, out, needs, peak0):
+def record(prim, ctx, inputs, xs, y, out, needs, peak0, tangents=False):
     """Put `out` on the tape: a Node for prim applied to `inputs` (arrays xs) giving y, with the residuals
-    in ctx; parents are the inputs' nodes, or the inputs themselves for leaves that require grad."""
+    in ctx; parents are the inputs' nodes, or the inputs themselves for leaves that require grad.
+    tangents: whether inputs carry tangents (an outer tm.jvp): under higher order they are kept with the
+    node, so that a differentiable backward through it pushes them too."""
     versions = None
     if ctx.__dict__:
         versions = _saved_tensors(ctx, inputs, xs, y, out)
         # Only this op's saves happened since peak0, so the true high-water mark is exact:
         memory._peak = max(peak0, memory._saved)
+    higher = None
+    if state.higher:
+        higher = (tuple(xs), y, tuple(t.tangent for t in inputs) + (out.tangent,) if tangents else None)
+    elif tangents:
+        higher = HIGHER_DROPPED
     out.requires_grad = True
     out._node = Node(prim, ctx, tuple((t._node or t) if n and t.requires_grad else None
                                       for t, n in zip(inputs, needs)),
-                     tuple(a.shape for a in xs), versions)
+                     tuple(a.shape for a in xs), versions, higher, state.level)
     if state.trace is not None:
         state.trace.append(out)

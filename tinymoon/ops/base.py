@@ -13,6 +13,15 @@ Rules receive and return arrays (NumPy or CuPy) — never Tensors (docs/design.m
 (tinymoon.autodiff) is the only place that knows how a primitive meets tensors, tapes and tangents; it
 also un-broadcasts cotangents once, so elementwise rules return cotangents of the output's shape.
 
+Higher order: the rules are written against `xp = get_array_module(...)` and array methods, so the engine can
+run them on Tensors when the backward pass itself is to be differentiated (tinymoon/autodiff/graph.py); then
+every operation a rule performs is a recorded primitive. A primitive says how far that goes with `orders`
+(1: its rules run on arrays only — a kernel without a tensor path, a residual that cannot be recomputed;
+None: any order) and, for the residuals that are neither one of its inputs nor its output, how they are
+recomputed on tensors (`residuals`) or that they are constants (`constants`: piecewise constant, so their
+derivative is 0 almost everywhere — bit masks, signs, argmax indices; boolean and integer arrays are always
+constants).
+
 Residuals are declared by purpose. `ctx.save_for(i, name=array)` keeps `array` only if input i needs a
 cotangent (or a tangent, or is the inverse-mode data path): a dense layer keeps its weight for the input
 cotangent and its input for the weight cotangent, and an interpreter that asks only for the input
@@ -22,6 +31,7 @@ mode needs. The bytes kept are counted in tinymoon.memory.
 from __future__ import annotations
 
 from .. import memory
+from ..backend import get_array_module
 from ..errors import MissingRuleError, NotInvertibleError, ShapeError
 
 
@@ -77,6 +87,8 @@ class Primitive:
     differentiable = None
     submersive = True
     elementwise = False    # True: inputs broadcast to the output's shape (the engine un-broadcasts)
+    orders = 1             # the highest order of derivative through this primitive (None: any); see above
+    constants = ()         # names of float residuals that are piecewise constant (no derivative to carry)
 
     @staticmethod
     def forward(ctx, *x, **params):
@@ -85,6 +97,13 @@ class Primitive:
     @classmethod
     def jvp(cls, ctx, *x_dot):
         raise MissingRuleError(f"{cls.name}: no jvp rule (forward mode is not available for this primitive)")
+
+    @classmethod
+    def residuals(cls, ctx, y, *x):
+        """The residuals the forward derived from its inputs (f'(x), a softmax, a normalised input), recomputed
+        from the tensors x and y = the output by the same formula, as a dict {name: tensor}: what a
+        differentiable backward uses instead of the saved arrays. None: the primitive derives nothing."""
+        return None
 
     @classmethod
     def vjp(cls, ctx, y_bar):
@@ -134,3 +153,14 @@ def add_terms(*terms):
         if t is not None:
             out = t if out is None else out + t
     return out
+
+
+def call(prim, *args, **params):
+    """Primitive `prim` on `args` from inside another primitive's rule: on arrays its forward alone (nothing is
+    kept), on Tensors through the engine (`xp.apply`: recorded on the tape), so a rule that needs another
+    primitive — a scatter, a transposed convolution — stays differentiable."""
+    xp = get_array_module(*args)
+    through_engine = getattr(xp, "apply", None)
+    if through_engine is not None:
+        return through_engine(prim, *args, **params)
+    return prim.forward(Context([False] * len(args), params), *args, **params)

@@ -15,6 +15,7 @@ from .masks import BitMask, where_mask
 
 class Dropout(Diagonal):
     name = "dropout"
+    orders = None          # the keep mask is a constant: the map is linear
 
     @staticmethod
     def forward(ctx, x, p=0.5, generator=None):

@@ -85,6 +85,7 @@ class Diagonal(Primitive):
 
 class Add(Primitive):
     name = "add"
+    orders = None
     elementwise = True
 
     @staticmethod
@@ -106,6 +107,7 @@ class Add(Primitive):
 
 class Sub(Primitive):
     name = "sub"
+    orders = None
     elementwise = True
 
     @staticmethod
@@ -127,6 +129,7 @@ class Sub(Primitive):
 
 class Neg(Primitive):
     name = "neg"
+    orders = None
     elementwise = True
 
     @staticmethod
@@ -149,6 +152,7 @@ class Neg(Primitive):
 class Mul(Diagonal):
     """y = a * b. d/da = b, d/db = a; the vijp divides by the other factor (fragment where it is 0)."""
     name = "mul"
+    orders = None
 
     @staticmethod
     def forward(ctx, a, b):
@@ -168,6 +172,7 @@ class Mul(Diagonal):
 class Div(Diagonal):
     """y = a / b. d/da = 1/b, d/db = -a/b^2."""
     name = "div"
+    orders = None
 
     @staticmethod
     def forward(ctx, a, b):
@@ -188,6 +193,7 @@ class Div(Diagonal):
 class Pow(Diagonal):
     """y = a ** b. d/da = b a^(b-1), d/db = y log a (a > 0)."""
     name = "pow"
+    orders = None
 
     @staticmethod
     def forward(ctx, a, b):
@@ -210,6 +216,7 @@ class Pow(Diagonal):
 
 class Exp(Diagonal):
     name = "exp"
+    orders = None
 
     @staticmethod
     def forward(ctx, x):
@@ -229,6 +236,7 @@ class Exp(Diagonal):
 
 class Log(Diagonal):
     name = "log"
+    orders = None
 
     @staticmethod
     def forward(ctx, x):
@@ -246,6 +254,7 @@ class Log(Diagonal):
 
 class Sqrt(Diagonal):
     name = "sqrt"
+    orders = None
 
     @staticmethod
     def forward(ctx, x):
@@ -263,8 +272,11 @@ class Sqrt(Diagonal):
 
 
 class Abs(Diagonal):
-    """|x|' = sign(x); at x = 0 we take the subgradient 0 (so that coordinate is a fragment)."""
+    """|x|' = sign(x); at x = 0 we take the subgradient 0 (so that coordinate is a fragment). The sign is
+    piecewise constant: |x|'' = 0 almost everywhere."""
     name = "abs"
+    orders = None
+    constants = ("s",)
 
     @staticmethod
     def forward(ctx, x):
@@ -282,8 +294,10 @@ class Abs(Diagonal):
 
 
 class Maximum(Diagonal):
-    """max(a, b). At a tie the gradient goes to a (the first operand), like NumPy's choice of value."""
+    """max(a, b). At a tie the gradient goes to a (the first operand), like NumPy's choice of value. The
+    choice (a mask) is piecewise constant: higher derivatives go through the chosen operand."""
     name = "maximum"
+    orders = None
 
     @staticmethod
     def forward(ctx, a, b):
@@ -353,8 +367,10 @@ class Where(Maximum):
 
 
 class Clip(Diagonal):
-    """clip(x, lo, hi). Gradient 1 strictly inside [lo, hi] and at the bounds, 0 outside."""
+    """clip(x, lo, hi). Gradient 1 strictly inside [lo, hi] and at the bounds, 0 outside (a mask: the second
+    derivative is 0 almost everywhere)."""
     name = "clip"
+    orders = None
 
     @staticmethod
     def forward(ctx, x, lo=None, hi=None):
@@ -380,6 +396,7 @@ class Cast(Primitive):
     """astype between dtypes: the cotangent is cast back; non-float results carry no derivative."""
     name = "astype"
     elementwise = True
+    orders = None
 
     @staticmethod
     def forward(ctx, x, dtype=None):
@@ -400,7 +417,8 @@ class Cast(Primitive):
 
 
 class ToDevice(Primitive):
-    """Move between devices; the cotangent moves back."""
+    """Move between devices; the cotangent moves back. (orders = 1: the rules move arrays; a move inside a
+    function differentiated twice raises MissingRuleError.)"""
     name = "to_device"
 
     @staticmethod

@@ -35,9 +35,13 @@ _kernels = None
 
 
 def _matmul(a, b):
-    """tinymoon.kernels.matmul (BLAS on the host, cuBLAS via CuPy); imported lazily (it loads Numba).
+    """tinymoon.kernels.matmul (BLAS on the host, cuBLAS via CuPy); imported lazily (it loads Numba); on tensors,
+    the matmul primitive.
     Operands of two float widths only meet here when cotangents are carried wider than the model (Moonwalk's
     cotangent_dtype): the narrower one is widened first, so BLAS runs on one dtype."""
+    xp = get_array_module(a, b)
+    if xp is not np and getattr(xp, "apply", None) is not None:
+        return xp.matmul(a, b)              # on tensors (a differentiable backward): the matmul primitive
     global _kernels
     if _kernels is None:
         from .. import kernels as k
@@ -245,6 +249,7 @@ class Matmul(Primitive):
     """
     name = "matmul"
     submersive = False    # when b expands (m > n)
+    orders = None
 
     @staticmethod
     def forward(ctx, a, b):
@@ -339,6 +344,7 @@ class Linear(Primitive):
     """
     name = "linear"
     submersive = False    # when out_features > in_features
+    orders = None
 
     @staticmethod
     def forward(ctx, x, weight, bias=None):

@@ -47,15 +47,27 @@ class _Normalize(Primitive):
     and call _normalize, which sets weight_at / bias_at: the input positions of weight and bias (None if
     absent)."""
     submersive = False
+    orders = None
+
+    @staticmethod
+    def _statistics(x, axes, eps):
+        """(mean, var, rstd, y_hat) of the groups spanning `axes`: written once, for the forward and (on tensors)
+        for a differentiable backward."""
+        xp = get_array_module(x)
+        mean = x.mean(axis=axes, keepdims=True)
+        xc = x - mean
+        var = (xc * xc).mean(axis=axes, keepdims=True)
+        rstd = 1 / xp.sqrt(var + eps)
+        return mean, var, rstd, xc * rstd
+
+    @classmethod
+    def residuals(cls, ctx, y, x, *affine):
+        _, _, rstd, yhat = cls._statistics(x, ctx.group_axes, ctx.params.get("eps", 1e-5))
+        return dict(yhat=yhat, rstd=rstd)
 
     @staticmethod
     def _normalize(ctx, x, w, b, eps):
-        xp = get_array_module(x)
-        mean = x.mean(axis=ctx.group_axes, keepdims=True)
-        xc = x - mean
-        var = (xc * xc).mean(axis=ctx.group_axes, keepdims=True)
-        rstd = 1 / xp.sqrt(var + eps)
-        yhat = xc * rstd
+        mean, var, rstd, yhat = _Normalize._statistics(x, ctx.group_axes, eps)
         weight_at = 1 if w is not None else None
         bias_at = 1 + (w is not None) if b is not None else None
         ctx.weight_at, ctx.bias_at = weight_at, bias_at
@@ -191,6 +203,16 @@ class BatchNormEval(Primitive):
     """Eval-mode batch_norm: y = (x - running_mean) r w + b, r = 1/sqrt(running_var + eps), per channel.
     Residuals: r*w (C numbers) for the x cotangent; x for the weight cotangent."""
     name = "batch_norm_eval"
+    orders = None
+
+    @classmethod
+    def residuals(cls, ctx, y, x, *affine):
+        xp = get_array_module(x)
+        p = ctx.params
+        rstd = (1 / xp.sqrt(p["running_var"].astype(x.dtype) + p.get("eps", 1e-5))).reshape(ctx.affine_shape)
+        w, _ = _affine_inputs(ctx, affine)
+        return dict(scale=rstd if w is None else rstd * w.reshape(ctx.affine_shape),
+                    xhat=(x - p["running_mean"].astype(x.dtype).reshape(ctx.affine_shape)) * rstd)
 
     @staticmethod
     def forward(ctx, x, *affine, running_mean=None, running_var=None, eps=1e-5, has_weight=False, has_bias=False):

@@ -82,6 +82,7 @@ class Sum(Reduction):
     """y = sum over the group. J row = (1, ..., 1). vijp: y_bar = x_bar at any element (we take the first);
     exists whenever the groups are nonempty."""
     name = "sum"
+    orders = None
 
     @classmethod
     def forward(cls, ctx, x, axis=None, keepdims=False):
@@ -106,6 +107,7 @@ class Mean(Reduction):
     """y = sum / n. J row = (1/n, ..., 1/n). vijp: y_bar = n x_bar at any element (the first); exists
     whenever the groups are nonempty."""
     name = "mean"
+    orders = None
 
     @classmethod
     def forward(cls, ctx, x, axis=None, keepdims=False):
@@ -134,9 +136,11 @@ class Max(Reduction):
     vjp gives y_bar / k to each of them. Residual: the tie mask, bit-packed (1 bit per input element).
     vijp: y_bar = k x_bar_j at a maximal element j (the first); always exists (every row has k >= 1
     nonzero entries 1/k).
+    Higher order: the mask is piecewise constant, so the vjp is linear in y_bar with a constant map.
     """
     name = "max"
     reduce = "max"
+    orders = None
 
     @classmethod
     def forward(cls, ctx, x, axis=None, keepdims=False):
@@ -186,6 +190,14 @@ class LogSumExp(Reduction):
     largest p_j (>= 1/n, so always well conditioned); always exists for nonempty groups.
     """
     name = "logsumexp"
+    orders = None
+
+    @classmethod
+    def residuals(cls, ctx, y, x):
+        # p = exp(x - y) over the group (y = -inf for an all -inf group: p = 0 there)
+        xp = get_array_module(x)
+        yk = cls.keep(ctx, y)
+        return dict(p=xp.exp(x - xp.where(xp.isfinite(yk), yk, 0)))
 
     @classmethod
     def forward(cls, ctx, x, axis=None, keepdims=False):
@@ -227,6 +239,11 @@ class Var(Reduction):
     has a zero Jacobian row and raises NotInvertibleError.
     """
     name = "var"
+    orders = None
+
+    @classmethod
+    def residuals(cls, ctx, y, x):
+        return dict(d=x - x.mean(axis=ctx.axes, keepdims=True))      # d = x - mean
 
     @classmethod
     def forward(cls, ctx, x, axis=None, keepdims=False, ddof=0):

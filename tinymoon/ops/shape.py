@@ -15,7 +15,7 @@ import numpy as np
 
 from ..backend import get_array_module
 from ..errors import OutOfBoundsError, ShapeError
-from .base import Primitive, check_fragment
+from .base import Primitive, call, check_fragment
 
 
 def sum_to(g, shape):
@@ -47,6 +47,7 @@ class Reshape(Primitive):
     """y = x.reshape(shape). The Jacobian is the identity on the flat data: every rule reshapes.
     vijp: always exists (y_bar = x_bar.reshape(out_shape))."""
     name = "reshape"
+    orders = None
 
     @classmethod
     def target(cls, in_shape, shape=None):
@@ -86,10 +87,35 @@ class Reshape(Primitive):
 class Copy(Primitive):
     """y = x in new memory (Tensor.clone): the identity map, so every rule passes its argument through."""
     name = "copy"
+    orders = None
 
     @staticmethod
     def forward(ctx, x):
         return x.copy()
+
+    @staticmethod
+    def jvp(ctx, x_dot):
+        return x_dot
+
+    @staticmethod
+    def vjp(ctx, y_bar):
+        return (y_bar,)
+
+    @staticmethod
+    def vijp(ctx, x_bar, fragment):
+        return x_bar
+
+
+class Identity(Primitive):
+    """y = x, the same values without a copy: how an inner transform's primal stays on the tape of the transform
+    around it (tm.grad of tm.grad), a distinct variable for the inner one. Every rule passes its argument
+    through."""
+    name = "identity"
+    orders = None
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view()
 
     @staticmethod
     def jvp(ctx, x_dot):
@@ -158,6 +184,7 @@ class Flatten(Reshape):
 class Transpose(Primitive):
     """y = x.transpose(axes): a permutation of coordinates. vijp: always exists (permute x_bar)."""
     name = "transpose"
+    orders = None
 
     @staticmethod
     def forward(ctx, x, axes=None):
@@ -192,6 +219,7 @@ class BroadcastTo(Primitive):
     vijp exists without a fragment only when C = 1 (nothing is actually copied).
     """
     name = "broadcast_to"
+    orders = None
     submersive = False
 
     @staticmethod
@@ -275,6 +303,7 @@ class Getitem(Primitive):
     """
     name = "getitem"
     submersive = False
+    orders = None
 
     @staticmethod
     def forward(ctx, x, index=()):
@@ -293,13 +322,8 @@ class Getitem(Primitive):
 
     @staticmethod
     def vjp(ctx, y_bar):
-        xp = get_array_module(y_bar)
-        x_bar = xp.zeros(ctx.in_shape, dtype=y_bar.dtype)
-        if ctx.int_arrays:
-            _scatter_add(xp, x_bar, ctx.params["index"], y_bar)
-        else:
-            x_bar[ctx.params["index"]] = y_bar       # no element is selected twice
-        return (x_bar,)
+        # x_bar = zeros, with x_bar[index] += y_bar (repeats add up): the primitive IndexAdd
+        return (call(IndexAdd, y_bar, shape=ctx.in_shape, index=ctx.params["index"], repeats=ctx.int_arrays),)
 
     @staticmethod
     def _repeats(ctx, xp):
@@ -347,6 +371,33 @@ class Getitem(Primitive):
         return y_bar.reshape(ctx.out_shape)
 
 
+class IndexAdd(Primitive):
+    """y = zeros(shape) with y[index] += x, repeated indices adding up: the adjoint of getitem (its vjp), and so
+    a primitive of its own, so that getitem's vjp can be differentiated. Linear in x: jvp is itself, vjp is
+    x_bar = y_bar[index]. `repeats`: the index may select an element twice (integer arrays)."""
+    name = "index_add"
+    orders = None
+
+    @staticmethod
+    def forward(ctx, x, shape=None, index=(), repeats=True):
+        xp = get_array_module(x)
+        y = xp.zeros(shape, dtype=x.dtype)
+        if repeats:
+            _scatter_add(xp, y, index, x)
+        else:
+            y[index] = x                              # no element is selected twice
+        return y
+
+    @staticmethod
+    def jvp(ctx, x_dot):
+        p = ctx.params
+        return IndexAdd.forward(ctx, x_dot, p["shape"], p["index"], p["repeats"])
+
+    @staticmethod
+    def vjp(ctx, y_bar):
+        return (y_bar[ctx.params["index"]],)
+
+
 # ---- concatenate and stack -------------------------------------------------------------------------------
 
 class Concatenate(Primitive):
@@ -354,6 +405,7 @@ class Concatenate(Primitive):
     its slice is x_bar; the other inputs' slices of y_bar (erased from the data path: they are the
     constants' cotangents) are the fragment. Exists without a fragment only when the others are empty."""
     name = "concatenate"
+    orders = None
     submersive = False
 
     @staticmethod
@@ -480,6 +532,7 @@ class Pad(Primitive):
     erased: fragment = y_bar on the border (a compact 1-D array); vijp: interior = x_bar, border =
     fragment. Exists without a fragment only when nothing is padded."""
     name = "pad"
+    orders = None
     submersive = False
 
     @staticmethod

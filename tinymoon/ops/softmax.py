@@ -14,7 +14,7 @@ import numpy as np
 
 from ..backend import get_array_module
 from ..errors import DTypeError, LabelError, NotInvertibleError, ShapeError
-from .base import Primitive, add_terms
+from .base import Primitive, add_terms, call
 
 
 
@@ -38,6 +38,7 @@ class Softmax(Primitive):
     (those coordinates are erased too): then the fragment is the pair (c, y_bar[p == 0])."""
     name = "softmax"
     submersive = False
+    orders = None          # p is the output: on tensors it is this node's own value
 
     @staticmethod
     def forward(ctx, x, axis=-1):
@@ -86,6 +87,11 @@ class LogSoftmax(Primitive):
     component of y_bar along p is what the vjp erases."""
     name = "log_softmax"
     submersive = False
+    orders = None
+
+    @staticmethod
+    def residuals(ctx, y, x):
+        return dict(p=get_array_module(y).exp(y))            # p = e^y
 
     @staticmethod
     def forward(ctx, x, axis=-1):
@@ -155,6 +161,7 @@ class CrossEntropy(Primitive):
     """
     name = "cross_entropy"
     differentiable = (0,)
+    orders = None
 
     @staticmethod
     def forward(ctx, logits, labels, reduction="mean"):
@@ -171,13 +178,18 @@ class CrossEntropy(Primitive):
             return losses
         return xp.asarray(losses.sum() * ctx.scale, dtype=logits.dtype)
 
+    @staticmethod
+    def residuals(ctx, y, logits, labels):
+        return dict(p=get_array_module(logits).exp(call(LogSoftmax, logits, axis=1)))     # p = softmax(logits)
+
     @classmethod
     def _jac(cls, ctx):
         """J = (p - onehot) * scale, logits-shaped (one row per sample for reduction='none')."""
-        xp = get_array_module(ctx.p)
-        g = ctx.p.copy()
-        onehot = xp.expand_dims(ctx.labels.astype(np.intp), 1)
-        xp.put_along_axis(g, onehot, xp.take_along_axis(g, onehot, axis=1) - 1, axis=1)
+        p, labels = ctx.p, ctx.labels                       # labels: an integer array (a constant)
+        lm = get_array_module(labels)
+        c = p.shape[1]
+        classes = lm.arange(c).reshape((1, c) + (1,) * (labels.ndim - 1))
+        g = p - (lm.expand_dims(labels, 1) == classes).astype(p.dtype)
         return g * ctx.scale if ctx.scale != 1.0 else g
 
     @classmethod
@@ -212,6 +224,11 @@ class MSE(Primitive):
     """loss = reduce((pred - target)^2), reduction "mean" or "sum". Residual: d = pred - target.
     J along pred = 2 d * scale, along target = -2 d * scale."""
     name = "mse"
+    orders = None
+
+    @staticmethod
+    def residuals(ctx, y, pred, target):
+        return dict(d=pred - target)
 
     @staticmethod
     def forward(ctx, pred, target, reduction="mean"):
