@@ -50,6 +50,13 @@ def get_array_module(*arrays):
     tinymoon Tensor, the namespace it names with `__array_namespace__()`: NumPy's names on tensors. That is how
     a rule written once against `xp` runs on tensors when the engine differentiates the backward pass itself
     (tinymoon/autodiff/graph.py); NumPy's own arrays and scalars also have the method, so only other types ask."""
+    for a in arrays:
+        if type(a) is not np.ndarray:
+            return _module_of(arrays)
+    return np
+
+
+def _module_of(arrays):
     xp = np
     for a in arrays:
         if type(a) is np.ndarray:

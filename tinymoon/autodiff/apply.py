@@ -72,7 +72,7 @@ def apply(prim, *inputs, **params):
     ctx = Context(needs, params)
     peak0 = memory._peak
     xs = [t._data for t in inputs]
-    if len(xs) > 1:
+    if len(xs) > 1 and (len(xs) > 2 or xs[0] is xs[1]):
         _distinct(inputs, xs)
     y = prim.forward(ctx, *xs, **params)
     out = Tensor._wrap(y)

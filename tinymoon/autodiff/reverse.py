@@ -73,15 +73,9 @@ def propagate(nodes, grads, on_node=None, retain_graph=False, needs=None, graph=
     it (an optimiser step, x[...] = v) raises GradientError before its vjp runs.
 
     graph: None for arrays; "record" or "push" for a differentiable backward on Tensor cotangents (the rules
-    run on tensors: recorded on the tape, or only pushing tangents under an outer tm.jvp).
+    run on tensors: recorded on the tape, or only pushing tangents under an outer tm.jvp; the caller sets the
+    tape's recording accordingly, as backprop does).
     """
-    if graph is not None:
-        with (enable_grad() if graph == "record" else no_grad()):
-            return _propagate(nodes, grads, on_node, retain_graph, needs, graph)
-    return _propagate(nodes, grads, on_node, retain_graph, needs, None)
-
-
-def _propagate(nodes, grads, on_node, retain_graph, needs, graph):
     members = {id(n) for n in nodes}
     outside = {}
     for k in range(len(nodes) - 1, -1, -1):
@@ -162,6 +156,13 @@ def backprop(root, y_bar, wrt=None, retain_graph=False, graph=None):
     the tape itself (an inner transform's primal on an outer tape): the walk stops there.
     graph: None, or "record" / "push" for a differentiable backward (see propagate).
     """
+    if graph is not None:
+        with (enable_grad() if graph == "record" else no_grad()):
+            return _backprop(root, y_bar, wrt, retain_graph, graph)
+    return _backprop(root, y_bar, wrt, retain_graph, None)
+
+
+def _backprop(root, y_bar, wrt, retain_graph, graph):
     wanted = {} if wrt is None else {_key(t): t for t in wrt}
     if root._node is None or id(root._node) in wanted:
         leaf_grads = {_key(root): [root, y_bar]}
@@ -191,7 +192,7 @@ def accumulate_grad(param, g, aliased=False):
     """param.grad += g as backward accumulates: a new array (never in place, so a caller may keep the old one
     and put it back), in the parameter's dtype; the first time, a view or an `aliased` array is copied.
     A Tensor g (a differentiable backward) stays on the tape: param.grad is then a tensor with a history."""
-    if isinstance(g, Tensor):
+    if type(g) is Tensor:
         if g.dtype != param.data.dtype:
             g = g.astype(param.data.dtype)
         param.grad = g if param.grad is None else param.grad + g
@@ -245,11 +246,11 @@ def _seed(out, y_bar, what, graph=None):
 def _graph_mode(create_graph=False):
     """None (a backward on arrays), "record" or "push" (a differentiable one: see propagate): asked by
     create_graph, or by a transform running around this reverse pass (nesting.py)."""
+    if not nesting.nested():
+        return "record" if create_graph else None
     if create_graph or nesting.record_backward():
         return "record"
-    if nesting.nested():
-        return "push"                    # only a tm.jvp runs around us: tangents, no tape
-    return None
+    return "push"                        # only a tm.jvp runs around us: tangents, no tape
 
 
 def backward(out, y_bar=None, retain_graph=None, create_graph=False):
@@ -259,7 +260,7 @@ def backward(out, y_bar=None, retain_graph=None, create_graph=False):
     if not out.requires_grad:
         raise GradientError("backward() on a tensor that does not require grad: no input of the computation "
                             "had requires_grad=True (or it ran under tm.no_grad())")
-    graph = _graph_mode(create_graph)
+    graph = _graph_mode(create_graph) if create_graph or nesting.nested() else None
     if retain_graph is None:
         retain_graph = graph is not None
     backprop(out, _seed(out, y_bar, "backward()", graph), retain_graph=retain_graph, graph=graph)

@@ -30,6 +30,8 @@ mode needs. The bytes kept are counted in tinymoon.memory.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .. import memory
 from ..backend import get_array_module
 from ..errors import MissingRuleError, NotInvertibleError, ShapeError
@@ -160,7 +162,28 @@ def call(prim, *args, **params):
     kept), on Tensors through the engine (`xp.apply`: recorded on the tape), so a rule that needs another
     primitive — a scatter, a transposed convolution — stays differentiable."""
     xp = get_array_module(*args)
-    through_engine = getattr(xp, "apply", None)
-    if through_engine is not None:
-        return through_engine(prim, *args, **params)
-    return prim.forward(Context([False] * len(args), params), *args, **params)
+    if on_tensors(xp):
+        return xp.apply(prim, *args, **params)
+    return prim.forward(_Scratch(params), *args, **params)
+
+
+def on_tensors(xp) -> bool:
+    """Whether `xp` (from get_array_module) is tinymoon's namespace of Tensors — a rule running on tensors for a
+    differentiable backward — rather than NumPy or CuPy: where a rule calls a kernel, this picks the tensor path."""
+    return xp is not np and getattr(xp, "on_tensors", False) is True
+
+
+class _Scratch:
+    """The context of a primitive's forward run by call() on arrays: it keeps nothing (no input needs a
+    derivative) and counts nothing."""
+    __slots__ = ("params", "wrt", "__dict__")
+    needs = (False,) * 8
+
+    def __init__(self, params):
+        self.params, self.wrt = params, 0
+
+    def save(self, **arrays):
+        pass
+
+    def save_for(self, i, **arrays):
+        pass

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..backend import get_array_module, to_host
 from ..errors import MissingRuleError, NotInvertibleError, ShapeError
-from .base import Primitive, add_terms, check_fragment
+from .base import Primitive, add_terms, check_fragment, on_tensors
 from .pivoted_qr import pivoted_qr
 from .shape import sum_to
 
@@ -39,9 +39,10 @@ def _matmul(a, b):
     the matmul primitive.
     Operands of two float widths only meet here when cotangents are carried wider than the model (Moonwalk's
     cotangent_dtype): the narrower one is widened first, so BLAS runs on one dtype."""
-    xp = get_array_module(a, b)
-    if xp is not np and getattr(xp, "apply", None) is not None:
-        return xp.matmul(a, b)              # on tensors (a differentiable backward): the matmul primitive
+    if type(a) is not np.ndarray or type(b) is not np.ndarray:
+        xp = get_array_module(a, b)
+        if on_tensors(xp):
+            return xp.matmul(a, b)          # on tensors (a differentiable backward): the matmul primitive
     global _kernels
     if _kernels is None:
         from .. import kernels as k

@@ -6,8 +6,11 @@ element.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .. import kernels
 from ..backend import get_array_module
+from .base import on_tensors
 
 
 class BitMask:
@@ -46,7 +49,8 @@ class BitMask:
 def where_mask(mask: BitMask, on, off_scale):
     """on where the mask bit is set, off_scale * on elsewhere (the (leaky) ReLU vjp/jvp), in on's dtype: one
     kernel pass over the packed bits; on tensors (a differentiable backward) the same as xp.where."""
-    xp = get_array_module(on)
-    if getattr(xp, "apply", None) is not None:
-        return xp.where(mask.unpack(), on, on * off_scale if off_scale else 0)
+    if type(on) is not np.ndarray:
+        xp = get_array_module(on)
+        if on_tensors(xp):
+            return xp.where(mask.unpack(), on, on * off_scale if off_scale else 0)
     return kernels.masked_grad(mask.packed, on, off_scale)
