@@ -78,7 +78,7 @@ if sys.argv[1] == "torch-first":
     torch.ones(4).sum()
 import numpy as np, numba
 import tinymoon.kernels as K
-K.relu_mask_forward(np.ones(1 << 16, np.float32))     # large enough for the Numba kernel: the first launch
+K.relu_mask_forward(np.ones(1 << 20, np.float32))     # large enough for the parallel kernel: the first launch
 print(numba.threading_layer())
 """
 

@@ -1,0 +1,259 @@
+"""2-D max and average pooling over NCHW (PyTorch semantics, floor mode), forward and backward as one pass each.
+
+Window (p, q) covers the padded input rows p·sh .. p·sh + kh − 1 and columns q·sw .. q·sw + kw − 1; tap (i, j)
+of it reads x_pad[p·sh + i, q·sw + j] = x[p·sh + i − ph, q·sw + j − pw].
+  max:  y = max over the window, padding counting as −inf.  The argmax is kept as the tap index i·kw + j in
+        the smallest unsigned type that holds kh·kw (uint8 up to 16×16 windows) — 1 byte per output, not the
+        8-byte flat index.  Ties: the FIRST maximum in row-major tap order; a NaN is the maximum (the first
+        NaN).  backward: x̄ = ȳ added at each window's argmax (windows overlap when stride < kernel; a
+        padding argmax — only when the whole window is −inf — is dropped); gather: a at each argmax
+        (the jvp y_dot = x_dot[argmax], and the vijp).
+  avg:  y = (Σ over the window) / (kh·kw), padding counting as 0 (count_include_pad, PyTorch's default);
+        backward: x̄[pixel] = Σ over the windows containing it of ȳ / (kh·kw).
+
+Implementations: `*_reference` — the readable spec, a loop over the kh·kw taps with strided views, written
+against an array module (NumPy or CuPy: it is also the "cupy" implementation); `*_numba` — one parallel pass
+over the (n, c) planes: each output reads its window once (forward), each window adds into its own plane
+(backward: a plane is one task, so no races).  cuda/pool.py has the GPU kernels.
+"""
+import numpy as np
+from numba import prange, uintp
+
+from .threads import kernel
+
+
+def pool_params(x_shape, kernel, stride, padding):
+    """Validate (kernel, stride, padding) pairs against x (N, C, H, W); returns the output (H_out, W_out)."""
+    if len(x_shape) != 4:
+        raise ValueError(f"pool2d: x must be (N, C, H, W), got shape {tuple(x_shape)}")
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    if min(kh, kw, sh, sw) < 1 or min(ph, pw) < 0 or ph > kh // 2 or pw > kw // 2:
+        raise ValueError(f"pool2d: need kernel >= 1, stride >= 1, 0 <= padding <= kernel // 2; got kernel "
+                         f"{kernel}, stride {stride}, padding {padding}")
+    h, w = x_shape[2] + 2 * ph, x_shape[3] + 2 * pw
+    if kh > h or kw > w:
+        raise ValueError(f"pool2d: kernel {kernel} is larger than the padded input {h}x{w} (x {tuple(x_shape)})")
+    return (h - kh) // sh + 1, (w - kw) // sw + 1
+
+
+def index_dtype(taps):
+    """The smallest unsigned integer type holding 0 .. taps − 1."""
+    for dt in (np.uint8, np.uint16, np.uint32):
+        if taps - 1 <= np.iinfo(dt).max:
+            return np.dtype(dt)
+    return np.dtype(np.uint64)
+
+
+def _xp(a):
+    return np if isinstance(a, np.ndarray) else __import__("cupy")
+
+
+# ---------------------------------------------------------------------------------------------- reference
+def _tap(a_pad, i, j, s, out_hw):
+    """The (H_out, W_out) view of the padded array read by tap (i, j)."""
+    return a_pad[:, :, i:i + s[0] * (out_hw[0] - 1) + 1:s[0], j:j + s[1] * (out_hw[1] - 1) + 1:s[1]]
+
+
+def _pad(a, p, value=0.0):
+    if p == (0, 0):
+        return a
+    return _xp(a).pad(a, ((0, 0), (0, 0), (p[0], p[0]), (p[1], p[1])), constant_values=value)
+
+
+def max_pool2d_forward_reference(x, kernel, stride, padding):
+    xp = _xp(x)
+    out_hw = pool_params(x.shape, kernel, stride, padding)
+    xpad = _pad(x, padding, -np.inf)
+    best = _tap(xpad, 0, 0, stride, out_hw).copy()
+    idx = xp.zeros(best.shape, index_dtype(kernel[0] * kernel[1]))
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            if i == j == 0:
+                continue
+            v = _tap(xpad, i, j, stride, out_hw)
+            better = (v > best) | (xp.isnan(v) & ~xp.isnan(best))       # strict >: the first max stays
+            best = xp.where(better, v, best)
+            idx[better] = i * kernel[1] + j
+    return best, idx
+
+
+def max_pool2d_backward_reference(idx, y_bar, x_shape, kernel, stride, padding):
+    xp = _xp(y_bar)
+    n, c, h, w = x_shape
+    out_hw = idx.shape[2:]
+    x_bar = xp.zeros((n, c, h + 2 * padding[0], w + 2 * padding[1]), y_bar.dtype)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            _tap(x_bar, i, j, stride, out_hw)[...] += xp.where(idx == i * kernel[1] + j, y_bar, 0)
+    return xp.ascontiguousarray(x_bar[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w])
+
+
+def max_pool2d_gather_reference(idx, a, kernel, stride, padding):
+    xp = _xp(a)
+    out_hw = idx.shape[2:]
+    a_pad = _pad(a, padding)
+    out = xp.zeros(idx.shape, a.dtype)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            out = xp.where(idx == i * kernel[1] + j, _tap(a_pad, i, j, stride, out_hw), out)
+    return out
+
+
+def avg_pool2d_forward_reference(x, kernel, stride, padding):
+    out_hw = pool_params(x.shape, kernel, stride, padding)
+    a_pad = _pad(x, padding)
+    out = _tap(a_pad, 0, 0, stride, out_hw).copy()
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            if i or j:
+                out += _tap(a_pad, i, j, stride, out_hw)
+    return out / out.dtype.type(kernel[0] * kernel[1])
+
+
+def avg_pool2d_backward_reference(y_bar, x_shape, kernel, stride, padding):
+    xp = _xp(y_bar)
+    n, c, h, w = x_shape
+    out_hw = y_bar.shape[2:]
+    x_bar = xp.zeros((n, c, h + 2 * padding[0], w + 2 * padding[1]), y_bar.dtype)
+    g = y_bar / y_bar.dtype.type(kernel[0] * kernel[1])
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            _tap(x_bar, i, j, stride, out_hw)[...] += g
+    return xp.ascontiguousarray(x_bar[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w])
+
+
+# ---------------------------------------------------------------------------------------------- numba CPU
+# One task per (n, c) plane.  Window rows/columns outside x are skipped by clamping the tap ranges, except in
+# max pooling where a padding tap still takes part in the comparison as −inf (so the index rule is exactly
+# the reference's).
+@kernel(boundscheck=False)
+def _max_forward(x, kh, kw, sh, sw, ph, pw, y, idx):
+    n, c, h, w = x.shape
+    ho, wo = y.shape[2], y.shape[3]
+    neg = -np.inf
+    for nc in prange(n * c):
+        b, ch = nc // c, nc % c
+        plane, yp, ip = x[b, ch], y[b, ch], idx[b, ch]
+        for p in range(ho):
+            for q in range(wo):
+                best = neg
+                at = 0
+                first = True
+                for i in range(kh):
+                    hi = p * sh + i - ph
+                    for j in range(kw):
+                        wi = q * sw + j - pw
+                        v = plane[uintp(hi), uintp(wi)] if 0 <= hi < h and 0 <= wi < w else neg
+                        # strict >: the first maximum stays; a NaN beats any number, the first NaN stays
+                        if first or v > best or (v != v and best == best):
+                            best, at, first = v, i * kw + j, False
+                yp[p, q] = best
+                ip[p, q] = at
+
+
+@kernel(boundscheck=False)
+def _max_backward(idx, y_bar, kw, sh, sw, ph, pw, x_bar):
+    n, c, h, w = x_bar.shape
+    ho, wo = y_bar.shape[2], y_bar.shape[3]
+    for nc in prange(n * c):
+        b, ch = nc // c, nc % c
+        plane, gp, ip = x_bar[b, ch], y_bar[b, ch], idx[b, ch]
+        plane[:] = 0
+        for p in range(ho):
+            for q in range(wo):
+                k = ip[p, q]
+                hi = p * sh + k // kw - ph
+                wi = q * sw + k % kw - pw
+                if 0 <= hi < h and 0 <= wi < w:
+                    plane[uintp(hi), uintp(wi)] += gp[p, q]
+
+
+@kernel(boundscheck=False)
+def _max_gather(idx, a, kw, sh, sw, ph, pw, out):
+    n, c, h, w = a.shape
+    ho, wo = out.shape[2], out.shape[3]
+    for nc in prange(n * c):
+        b, ch = nc // c, nc % c
+        plane, op, ip = a[b, ch], out[b, ch], idx[b, ch]
+        for p in range(ho):
+            for q in range(wo):
+                k = ip[p, q]
+                hi = p * sh + k // kw - ph
+                wi = q * sw + k % kw - pw
+                op[p, q] = plane[uintp(hi), uintp(wi)] if 0 <= hi < h and 0 <= wi < w else 0
+
+
+@kernel(boundscheck=False)
+def _avg_forward(x, kh, kw, sh, sw, ph, pw, y):
+    n, c, h, w = x.shape
+    ho, wo = y.shape[2], y.shape[3]
+    taps = y.dtype.type(kh * kw)          # divide, as the reference does (x * (1/9) rounds differently)
+    for nc in prange(n * c):
+        b, ch = nc // c, nc % c
+        plane, yp = x[b, ch], y[b, ch]
+        for p in range(ho):
+            i0, i1 = max(0, ph - p * sh), min(kh, h + ph - p * sh)
+            for q in range(wo):
+                j0, j1 = max(0, pw - q * sw), min(kw, w + pw - q * sw)
+                s = y.dtype.type(0)
+                for i in range(i0, i1):
+                    row = plane[uintp(p * sh + i - ph)]
+                    for j in range(j0, j1):
+                        s += row[uintp(q * sw + j - pw)]
+                yp[p, q] = s / taps
+
+
+@kernel(boundscheck=False)
+def _avg_backward(y_bar, kh, kw, sh, sw, ph, pw, x_bar):
+    n, c, h, w = x_bar.shape
+    ho, wo = y_bar.shape[2], y_bar.shape[3]
+    taps = x_bar.dtype.type(kh * kw)
+    for nc in prange(n * c):
+        b, ch = nc // c, nc % c
+        plane, gp = x_bar[b, ch], y_bar[b, ch]
+        plane[:] = 0
+        for p in range(ho):
+            i0, i1 = max(0, ph - p * sh), min(kh, h + ph - p * sh)
+            for q in range(wo):
+                j0, j1 = max(0, pw - q * sw), min(kw, w + pw - q * sw)
+                g = gp[p, q] / taps
+                for i in range(i0, i1):
+                    row = plane[uintp(p * sh + i - ph)]
+                    for j in range(j0, j1):
+                        row[uintp(q * sw + j - pw)] += g
+
+
+def max_pool2d_forward_numba(x, kernel, stride, padding):
+    out_hw = pool_params(x.shape, kernel, stride, padding)
+    y = np.empty(x.shape[:2] + out_hw, x.dtype)
+    idx = np.empty(x.shape[:2] + out_hw, index_dtype(kernel[0] * kernel[1]))
+    _max_forward(np.ascontiguousarray(x), kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1], y, idx)
+    return y, idx
+
+
+def max_pool2d_backward_numba(idx, y_bar, x_shape, kernel, stride, padding):
+    x_bar = np.empty(tuple(x_shape), y_bar.dtype)
+    _max_backward(np.ascontiguousarray(idx), np.ascontiguousarray(y_bar), kernel[1], stride[0], stride[1],
+                  padding[0], padding[1], x_bar)
+    return x_bar
+
+
+def max_pool2d_gather_numba(idx, a, kernel, stride, padding):
+    out = np.empty(idx.shape, a.dtype)
+    _max_gather(np.ascontiguousarray(idx), np.ascontiguousarray(a), kernel[1], stride[0], stride[1], padding[0],
+                padding[1], out)
+    return out
+
+
+def avg_pool2d_forward_numba(x, kernel, stride, padding):
+    out_hw = pool_params(x.shape, kernel, stride, padding)
+    y = np.empty(x.shape[:2] + out_hw, x.dtype)
+    _avg_forward(np.ascontiguousarray(x), kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1], y)
+    return y
+
+
+def avg_pool2d_backward_numba(y_bar, x_shape, kernel, stride, padding):
+    x_bar = np.empty(tuple(x_shape), y_bar.dtype)
+    _avg_backward(np.ascontiguousarray(y_bar), kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1],
+                  x_bar)
+    return x_bar
