@@ -6,7 +6,7 @@ one per call (see there for the rules and how to force one).  docs/kernels.md ha
 
 Public API (the ops layer calls exactly these):
   matmul(a, b)
-  conv2d_forward(x, w, stride, padding, dilation, groups)
+  conv2d_forward(x, w, stride, padding, dilation, groups, bias=None)
   conv2d_grad_input(y_bar, w, x_shape, stride, padding, dilation, groups)
   conv2d_grad_weight(x, y_bar, w_shape, stride, padding, dilation, groups)
   max_pool2d_forward(x, kernel, stride, padding) -> (y, idx) / max_pool2d_backward(idx, y_bar, x_shape, ...)
@@ -48,12 +48,15 @@ def _same_float(what, *arrays):
                          f"{[str(a.dtype) for a in arrays]} (no silent promotion)")
 
 
-def conv2d_forward(x, w, stride, padding, dilation, groups):
-    """y (N, C_out, H_out, W_out) = conv of x (N, C_in, H, W) with w (C_out, C_in/groups, kh, kw).
+def conv2d_forward(x, w, stride, padding, dilation, groups, bias=None):
+    """y (N, C_out, H_out, W_out) = conv of x (N, C_in, H, W) with w (C_out, C_in/groups, kh, kw), plus bias
+    (C_out,) per output channel when given (added in the same pass where the implementation can).
     stride, dilation: (sh, sw); padding: ((top, bottom), (left, right)) zero padding."""
-    _same_float("conv2d_forward", x, w)
+    _same_float("conv2d_forward", x, w, *(() if bias is None else (bias,)))
     conv_params(x.shape, w.shape, stride, padding, dilation, groups)
-    return dispatch.call("conv2d_forward", (x, w), x, w, stride, padding, dilation, groups)
+    if bias is not None and tuple(bias.shape) != (w.shape[0],):
+        raise ValueError(f"conv2d_forward: bias must have shape ({w.shape[0]},), got {tuple(bias.shape)}")
+    return dispatch.call("conv2d_forward", (x, w), x, w, stride, padding, dilation, groups, bias=bias)
 
 
 def conv2d_grad_input(y_bar, w, x_shape, stride, padding, dilation, groups):

