@@ -5,7 +5,7 @@ where o belongs to group g = o // Og (Og = C_out/groups, Cg = C_in/groups) and x
 zero padding (top, bottom) rows and (left, right) columns.  Output size per axis:
   H_out = ⌊(H + top + bottom − dh·(kh − 1) − 1) / sh⌋ + 1.
 
-Method (both implementations): im2col + GEMM.  Gather every receptive field into a column matrix
+The reference method (and the im2col path): im2col + GEMM.  Gather every receptive field into a column matrix
   cols[n, g, (c, i, j), (p, q)] = x_pad[n, g·Cg + c, p·sh + i·dh, q·sw + j·dw]     (N, G, K, L)
 with K = Cg·kh·kw and L = H_out·W_out.  Then the three maps are matrix products (BLAS does the flops):
   forward      y[n, g]   = W[g] @ cols[n, g]                    W[g] = w of group g as (Og, K)
@@ -15,11 +15,12 @@ with K = Cg·kh·kw and L = H_out·W_out.  Then the three maps are matrix produc
                tap, distinct output positions hit distinct pixels, so a slice `+=` is exact (no np.add.at).
 The batched matmuls need no transposed copies: numpy.matmul hands the transposed views to BLAS directly.
 
-Which CPU implementation is the default: see CPU_CHOICE in dispatch.py (measured by the kernels bench:
-the reference for forward and grad_weight, Numba for grad_input).
-The reference builds cols with one strided-view copy (as_strided over the padded input) and does col2im in
-kh·kw slice additions; the Numba version gathers cols in parallel over (n, c) planes with bounds checks
-instead of materialising the padded input, and does col2im per plane in parallel.  GEMMs stay in BLAS.
+CPU implementations: the reference (below) builds cols with one strided-view copy (as_strided over the padded
+input) and does col2im in kh·kw slice additions.  The Numba implementation (the default, dispatch.py) is
+two algorithms, picked per layer by `direct_wins`: the direct kernels of conv_direct.py (no column matrix)
+and an im2col + BLAS path that builds the column matrix a chunk of samples at a time (cache-sized) with
+parallel Numba gathers, and scatters col2im per (n, c) plane.  `python -m tinymoon.bench kernels
+--sections conv2d` measures all of them against each other and PyTorch (docs/kernels.md).
 
 The reference functions are written against an array module `xp` (numpy or cupy), so the CuPy
 implementation is the same code on the GPU (cuBLAS for the GEMMs).

@@ -42,15 +42,15 @@ class Kernel:
     largest array has at least parallel_min_work() elements (or `k(..., work=n)`: n units of the caller's
     choosing) and more than one thread is available; the serial compilation otherwise."""
 
-    def __init__(self, fn, **options):
+    def __init__(self, fn, cache=True, **options):
         self.py_func = fn
         self.__name__, self.__qualname__, self.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
         self.__module__ = fn.__module__
-        self.parallel = njit(parallel=True, cache=True, **options)(fn)
+        self.parallel = njit(parallel=True, cache=cache, **options)(fn)
         twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__,
                                   fn.__closure__)
         twin.__qualname__, twin.__module__ = fn.__qualname__ + "_serial", fn.__module__
-        self.serial = njit(cache=True, **options)(twin)
+        self.serial = njit(cache=cache, **options)(twin)
 
     def chooses_parallel(self, work):
         return work >= parallel_min_work() and numba.get_num_threads() > 1

@@ -32,6 +32,36 @@ def best_time(fn, repeat=5, number=None, min_time=0.05):
     return best
 
 
+def interleaved_best(fns, rounds=7, min_time=0.02):
+    """Best seconds per call for each of several functions, timed in alternating rounds so that load from
+    other processes on a shared machine hits every contender alike (best_time runs them one after
+    another).  Each round calls a function enough times to last min_time.  The claim is the ratio of two
+    bests from the same rounds: on the busy 2-core machine it moves by a few percent from run to run where
+    one-after-another timings moved by 2x."""
+    counts = {}
+    for name, fn in fns.items():
+        fn()  # warm-up: compilation, caches, page faults
+        t0, k = time.perf_counter(), 0
+        while time.perf_counter() - t0 < min_time or k == 0:
+            fn()
+            k += 1
+        counts[name] = k
+    best = {name: float("inf") for name in fns}
+    for _ in range(max(1, int(rounds))):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(counts[name]):
+                fn()
+            best[name] = min(best[name], (time.perf_counter() - t0) / counts[name])
+    return best
+
+
+def add_repeat_option(parser, default=7):
+    parser.add_argument("--repeat", type=int, default=default,
+                        help=f"interleaved rounds per comparison; each ratio is best-of-N over the same rounds "
+                             f"(default {default}; raise it on a busy machine)")
+
+
 def machine():
     info = {"date": datetime.date.today().isoformat(), "python": platform.python_version(),
             "numpy": np.__version__, "cpu": platform.processor() or platform.machine(),
