@@ -32,12 +32,13 @@ def best_time(fn, repeat=5, number=None, min_time=0.05):
     return best
 
 
-def interleaved_best(fns, rounds=7, min_time=0.02):
+def interleaved_best(fns, rounds=7, min_time=0.02, warm=True):
     """Best seconds per call for each of several functions, timed in alternating rounds so that load from
     other processes on a shared machine hits every contender alike (best_time runs them one after
-    another).  Each round calls a function enough times to last min_time.  The claim is the ratio of two
-    bests from the same rounds: on the busy 2-core machine it moves by a few percent from run to run where
-    one-after-another timings moved by 2x."""
+    another).  Each round calls a function enough times to last min_time, after one untimed call (`warm`)
+    so that no contender pays for the caches and pages the previous one left behind.  The claim is the
+    ratio of two bests from the same rounds: on the busy 2-core machine it moves by a few percent from run
+    to run where one-after-another timings moved by 2x."""
     counts = {}
     for name, fn in fns.items():
         fn()  # warm-up: compilation, caches, page faults
@@ -49,6 +50,8 @@ def interleaved_best(fns, rounds=7, min_time=0.02):
     best = {name: float("inf") for name in fns}
     for _ in range(max(1, int(rounds))):
         for name, fn in fns.items():
+            if warm:
+                fn()
             t0 = time.perf_counter()
             for _ in range(counts[name]):
                 fn()

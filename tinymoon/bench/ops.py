@@ -271,17 +271,20 @@ def run(argv=()):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[4, 64], help="square sizes for the per-op table")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
+    ap.add_argument("--sections", default="per_op,steps", help="per_op, steps, or both (comma-separated)")
     add_repeat_option(ap)
     args = ap.parse_args(list(argv))
     global ROUNDS
     ROUNDS = args.repeat
+    sections = {v.strip() for v in args.sections.split(",")}
     torch = None if args.no_torch else _torch()
     if torch is not None:
         torch.set_num_threads(max(1, __import__("os").cpu_count() or 1))
-    per_op = [r for n in args.sizes for r in op_overhead(n, torch)]
+    per_op = [r for n in args.sizes for r in op_overhead(n, torch)] if "per_op" in sections else []
     cols = ["op", "size", "tinymoon_us", "numpy_us", "overhead_us", "torch_us", "vs_torch"]
-    print(table(per_op, cols, f"Per-op forward+backward (microseconds, best of {ROUNDS} interleaved rounds)"))
-    big = [mlp_step(torch)] + [conv_step(torch, *c) for c in CONV_STEPS] + [cnn_step(torch)]
+    if per_op:
+        print(table(per_op, cols, f"Per-op forward+backward (microseconds, best of {ROUNDS} interleaved rounds)"))
+    big = [mlp_step(torch)] + [conv_step(torch, *c) for c in CONV_STEPS] + [cnn_step(torch)] if "steps" in sections else []
     bcols = ["case", "tinymoon_ms", "numpy_ms", "torch_ms", "vs_torch"]
     print()
     print(table(big, bcols, f"Training-sized steps (milliseconds, best of {ROUNDS} interleaved rounds)"))
