@@ -7,7 +7,9 @@
    (batch 64, 32 -> 64, 28x28, 3x3; stride 2, 32 x 64 x 14 x 14; groups 8, 32 x 64 x 28 x 28).
 4. A CNN training step (conv5x5 1->16, relu, maxpool 2, conv5x5 16->32, relu, maxpool 2, linear 1568->10,
    cross-entropy; batch 64) vs the same model in PyTorch.
-Every row times its contenders in N alternating rounds (best of each): the ratio is the claim.
+Every row times its contenders in N alternating rounds (best of each): the ratio is the claim.  In this
+process PyTorch runs under tinymoon's OMP_WAIT_POLICY=PASSIVE; for 2-4 the `torch_own_*` columns time PyTorch
+in a process of its own with its default policy (a cross-process ratio: noisier, but PyTorch as users run it).
 """
 from __future__ import annotations
 
@@ -266,6 +268,76 @@ def cnn_step(torch, batch=64):
     return _step_row(f"CNN step (conv-relu-pool x2, linear), batch {batch}", best_of(fns))
 
 
+# PyTorch's side of the training-sized rows in a process of its own, with its own OpenMP wait policy (the
+# in-process rows run it under tinymoon's PASSIVE, which slows some of PyTorch's steps).  torch only: no
+# tinymoon import here, which would set the policy.
+_TORCH_OWN_CHILD = r"""
+import json, sys, time
+import torch
+torch.set_num_threads(int(sys.argv[1]))
+rounds = int(sys.argv[2])
+F, tn = torch.nn.functional, torch.nn
+steps = {}
+ws = [torch.randn(o, i, requires_grad=True) for i, o in ((784, 1024), (1024, 1024), (1024, 10))]
+bs = [torch.zeros(o, requires_grad=True) for o in (1024, 1024, 10)]
+x, y = torch.randn(256, 784), torch.randint(0, 10, (256,))
+def mlp():
+    h = x
+    for k, (w, b) in enumerate(zip(ws, bs)):
+        h = F.linear(h, w, b)
+        h = h.relu() if k < 2 else h
+    F.cross_entropy(h, y).backward()
+    with torch.no_grad():
+        for p in ws + bs:
+            p -= 1e-3 * p.grad
+            p.grad = None
+steps["mlp"] = mlp
+for key, (n, cin, cout, hw, s, g) in (("conv0", (64, 32, 64, 28, 1, 1)), ("conv1", (32, 64, 64, 14, 2, 1)),
+                                      ("conv2", (32, 64, 64, 28, 1, 8))):
+    cx = torch.randn(n, cin, hw, hw, requires_grad=True)
+    cw = torch.randn(cout, cin // g, 3, 3, requires_grad=True)
+    ho = (hw + 2 - 3) // s + 1
+    cg = torch.ones(n, cout, ho, ho)
+    def conv(cx=cx, cw=cw, s=s, g=g, cg=cg):
+        cx.grad = cw.grad = None
+        F.conv2d(cx, cw, stride=s, padding=1, groups=g).backward(cg)
+    steps[key] = conv
+model = tn.Sequential(tn.Conv2d(1, 16, 5, padding=2), tn.ReLU(), tn.MaxPool2d(2), tn.Conv2d(16, 32, 5, padding=2),
+                      tn.ReLU(), tn.MaxPool2d(2), tn.Flatten(), tn.Linear(1568, 10))
+ix, iy = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
+def cnn():
+    model.zero_grad()
+    F.cross_entropy(model(ix), iy).backward()
+steps["cnn"] = cnn
+best = {}
+for f in steps.values():
+    f(); f()
+for _ in range(rounds):
+    for k, f in steps.items():
+        t0 = time.perf_counter(); f(); f(); f()
+        best[k] = min(best.get(k, 1e9), (time.perf_counter() - t0) / 3)
+print(json.dumps(best))
+"""
+
+
+def torch_own_process(rows):
+    """Add PyTorch's time in a process of its own (its default wait policy) to the step rows."""
+    import json
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ)
+    from .. import kernels
+    if kernels.dispatch.OMP_POLICY_SET_HERE:
+        env.pop("OMP_WAIT_POLICY", None)
+    out = subprocess.run([sys.executable, "-c", _TORCH_OWN_CHILD, str(os.cpu_count() or 1), str(ROUNDS)], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    best = json.loads(out.strip().splitlines()[-1])
+    for row, key in zip(rows, ["mlp", "conv0", "conv1", "conv2", "cnn"]):
+        row["torch_own_ms"] = best[key] * 1e3
+        row["vs_torch_own"] = row["tinymoon_ms"] / row["torch_own_ms"]
+
+
 def run(argv=()):
     ap = argparse.ArgumentParser(prog="python -m tinymoon.bench ops", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -286,6 +358,9 @@ def run(argv=()):
         print(table(per_op, cols, f"Per-op forward+backward (microseconds, best of {ROUNDS} interleaved rounds)"))
     big = [mlp_step(torch)] + [conv_step(torch, *c) for c in CONV_STEPS] + [cnn_step(torch)] if "steps" in sections else []
     bcols = ["case", "tinymoon_ms", "numpy_ms", "torch_ms", "vs_torch"]
+    if big and torch is not None:
+        torch_own_process(big)
+        bcols += ["torch_own_ms", "vs_torch_own"]
     print()
     print(table(big, bcols, f"Training-sized steps (milliseconds, best of {ROUNDS} interleaved rounds)"))
     write_json("ops", {"per_op": per_op, "steps": big,
