@@ -151,13 +151,13 @@ def _host(a):
 
 
 # ---------------------------------------------------------------------------------- linear pieces
-def _lin(ctx, x, w):
-    """conv(x, w) without bias, in this context's padding mode."""
+def _lin(ctx, x, w, b=None):
+    """conv(x, w) (+ b, added by the kernel in the same pass), in this context's padding mode."""
     p = ctx.cfg
     if ctx.params["padding_mode"] == "circular":
         return kernels.conv2d_forward(_circular_pad(x, p["pad"]), w, p["stride"], ((0, 0), (0, 0)),
-                                      p["dilation"], p["groups"])
-    return kernels.conv2d_forward(x, w, p["stride"], p["pad"], p["dilation"], p["groups"])
+                                      p["dilation"], p["groups"], bias=b)
+    return kernels.conv2d_forward(x, w, p["stride"], p["pad"], p["dilation"], p["groups"], bias=b)
 
 
 def _lin_t(ctx, y_bar, w, x_shape):
@@ -186,10 +186,7 @@ class Conv2d(Primitive):
         ctx.x_shape, ctx.w_shape = tuple(x.shape), tuple(w.shape)
         ctx.save_for(0, w=w)          # the x cotangent (and x tangent) needs the weight
         ctx.save_for(1, x=x)          # the w cotangent (and w tangent) needs the input
-        y = _lin(ctx, x, w)
-        if b is not None:
-            y = y + b.reshape(1, -1, 1, 1)
-        return y
+        return _lin(ctx, x, w, b)
 
     @classmethod
     def jvp(cls, ctx, x_dot, w_dot, b_dot=None):
