@@ -18,6 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from .bitpack import nbytes_for, pack_bits_reference, unpack_bits_reference
+from .threads import kernel
 
 # name -> (code, parameter name, default)
 ACTIVATIONS = {
@@ -230,7 +231,7 @@ def _tanh_grad_kernel(y, one, d):
         d[i] = one - y[i] * y[i]  # tanh' = 1 − tanh²
 
 
-@njit(parallel=True, cache=True)
+@kernel     # serial below threads.parallel_min_work(), the pool above it
 def _relu_mask_kernel(x, slope, y, packed):
     # one byte (8 elements) per iteration: no two iterations write the same byte.
     # slope 0 (relu) writes an exact +0, not 0·x (which is −0 for negative x).
@@ -248,7 +249,7 @@ def _relu_mask_kernel(x, slope, y, packed):
         packed[k] = v
 
 
-@njit(parallel=True, cache=True)
+@kernel     # serial below threads.parallel_min_work(), the pool above it
 def _masked_grad_kernel(packed, y_bar, slope, x_bar):
     # x̄ = ȳ where the bit is set (x > 0), slope·ȳ elsewhere (exactly 0 for slope 0, even where ȳ = ±∞).
     n = y_bar.size
