@@ -118,7 +118,8 @@ class GraphContext:
             return True
         if _is_array(v):
             return v.dtype.kind in "biu"           # a mask or indices
-        return isinstance(v, (int, float, str, tuple, list, type(None))) or hasattr(v, "kind")   # numbers, dtypes
+        return isinstance(v, (int, float, str, tuple, list, dict, type(None))) or hasattr(v, "kind")   # numbers,
+        # shapes, configurations, dtypes
 
     def save(self, **values):
         """A rule caching something on its context caches it here, for this backward only."""

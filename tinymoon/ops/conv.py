@@ -41,7 +41,7 @@ import numpy as np
 from .. import kernels
 from ..backend import get_array_module
 from ..errors import NotInvertibleError, ShapeError
-from .base import Primitive, add_terms
+from .base import Primitive, add_terms, call, on_tensors
 
 CG_TOL = {np.dtype("float64"): 1e-10, np.dtype("float32"): 1e-5}
 CG_MAXITER = 500
@@ -172,10 +172,38 @@ def _lin_t(ctx, y_bar, w, x_shape):
     return kernels.conv2d_grad_input(y_bar, w, tuple(x_shape), p["stride"], p["pad"], p["dilation"], p["groups"])
 
 
+# ---- the three bilinear maps, as rules use them --------------------------------------------------------------
+# conv(x, w), its input cotangent y_bar J_x(w) = conv_transpose(y_bar, w) and its weight cotangent
+# W_bar(x, y_bar) are bilinear, and the derivatives of each are the other two — so with the two cotangent maps
+# as primitives of their own (below), conv2d is differentiable to any order. On arrays each helper runs its
+# kernel at once (ops.base.call); on tensors (a differentiable backward) it applies the primitive.
+def _conv_map(ctx, x, w):
+    """conv(x, w) without bias, in ctx's configuration."""
+    if on_tensors(get_array_module(x, w)):
+        p = ctx.cfg
+        return call(Conv2d, x, w, stride=p["stride"], padding=p["pad"], dilation=p["dilation"],
+                    groups=p["groups"], padding_mode=ctx.params["padding_mode"])
+    return _lin(ctx, x, w)
+
+
+def _input_map(ctx, y_bar, w, x_shape):
+    """y_bar J_x(w): the input cotangent."""
+    return call(Conv2dGradInput, y_bar, w, cfg=ctx.cfg, padding_mode=ctx.params["padding_mode"],
+                x_shape=tuple(x_shape))
+
+
+def _weight_map(ctx, x, y_bar, w_shape):
+    """W_bar with <W_bar, V> = <y_bar, conv(x, V)>: the weight cotangent."""
+    return call(Conv2dGradWeight, x, y_bar, cfg=ctx.cfg, padding_mode=ctx.params["padding_mode"],
+                w_shape=tuple(w_shape))
+
+
 class Conv2d(Primitive):
-    """y = conv2d(x, w) (+ b). Inputs (x, w) or (x, w, b). See the module docstring for the vijp cases."""
+    """y = conv2d(x, w) (+ b). Inputs (x, w) or (x, w, b). See the module docstring for the vijp cases.
+    Any order: the cotangent maps are the primitives Conv2dGradInput and Conv2dGradWeight."""
     name = "conv2d"
     submersive = False       # expanding or rank-deficient kernels erase cotangent components
+    orders = None
 
     @staticmethod
     def forward(ctx, x, w, b=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
@@ -197,24 +225,15 @@ class Conv2d(Primitive):
 
     @classmethod
     def vjp(cls, ctx, y_bar):
-        p = ctx.cfg
         xp = get_array_module(y_bar)
         if y_bar.size == 0:          # an empty batch (or output): every cotangent is a zero array of its shape
             shapes = (ctx.x_shape, ctx.w_shape, ctx.w_shape[:1])[:len(ctx.needs)]
             return tuple(xp.zeros(s, y_bar.dtype) if n else None for s, n in zip(shapes, ctx.needs))
-        y_bar = xp.ascontiguousarray(y_bar)
-        x_bar = _lin_t(ctx, y_bar, ctx.w, ctx.x_shape) if ctx.needs[0] else None
-        w_bar = None
-        if ctx.needs[1]:
-            if ctx.params["padding_mode"] == "circular":
-                w_bar = kernels.conv2d_grad_weight(_circular_pad(ctx.x, p["pad"]), y_bar, ctx.w_shape,
-                                                   p["stride"], ((0, 0), (0, 0)), p["dilation"], p["groups"])
-            else:
-                w_bar = kernels.conv2d_grad_weight(ctx.x, y_bar, ctx.w_shape, p["stride"], p["pad"],
-                                                   p["dilation"], p["groups"])
+        x_bar = _input_map(ctx, y_bar, ctx.w, ctx.x_shape) if ctx.needs[0] else None       # conv_transpose(ȳ, w)
+        w_bar = _weight_map(ctx, ctx.x, y_bar, ctx.w_shape) if ctx.needs[1] else None      # ȳ ⋆ x
         out = (x_bar, w_bar)
         if len(ctx.needs) == 3:
-            out += (y_bar.sum(axis=(0, 2, 3)) if ctx.needs[2] else None,)
+            out += (y_bar.sum(axis=(0, 2, 3)) if ctx.needs[2] else None,)                  # b̄ = Σ ȳ
         return out
 
     # ---- inverse mode ------------------------------------------------------------------------------
@@ -265,6 +284,67 @@ class Conv2d(Primitive):
         if case == "fft":
             return _fft_vijp(ctx, x_bar)
         return _cg_vijp(ctx, x_bar)
+
+
+class Conv2dGradInput(Primitive):
+    """x_bar = T(y_bar, w) = y_bar J_x(w) = conv_transpose(y_bar, w): conv2d's input cotangent, bilinear in
+    (y_bar, w). Its rules come from <z, T(y, w)> = <conv(z, w), y>:
+    jvp T(y_dot, w) + T(y, w_dot);  vjp y: conv(z_bar, w), w: the weight cotangent of conv at input z_bar and
+    output cotangent y."""
+    name = "conv2d_grad_input"
+    orders = None
+
+    @staticmethod
+    def forward(ctx, y_bar, w, cfg=None, padding_mode="zeros", x_shape=None):
+        ctx.cfg, ctx.w_shape = cfg, tuple(w.shape)
+        ctx.save_for(0, w=w)
+        ctx.save_for(1, y_bar=y_bar)
+        return _lin_t(ctx, y_bar, w, x_shape)
+
+    @staticmethod
+    def jvp(ctx, y_dot, w_dot):
+        xs = ctx.params["x_shape"]
+        return add_terms(None if y_dot is None else _lin_t(ctx, y_dot, ctx.w, xs),
+                         None if w_dot is None else _lin_t(ctx, ctx.y_bar, w_dot, xs))
+
+    @staticmethod
+    def vjp(ctx, z_bar):
+        return (_conv_map(ctx, z_bar, ctx.w) if ctx.needs[0] else None,
+                _weight_map(ctx, z_bar, ctx.y_bar, ctx.w_shape) if ctx.needs[1] else None)
+
+
+class Conv2dGradWeight(Primitive):
+    """W_bar = V(x, y_bar), defined by <W, V(x, y)> = <y, conv(x, W)>: conv2d's weight cotangent, bilinear in
+    (x, y_bar). jvp V(x_dot, y) + V(x, y_dot);  vjp given v_bar (weight-shaped): x: T(y, v_bar) (the input
+    cotangent of conv with weight v_bar), y: conv(x, v_bar)."""
+    name = "conv2d_grad_weight"
+    orders = None
+
+    @staticmethod
+    def forward(ctx, x, y_bar, cfg=None, padding_mode="zeros", w_shape=None):
+        ctx.cfg, ctx.x_shape = cfg, tuple(x.shape)
+        ctx.save_for(0, y_bar=y_bar)
+        ctx.save_for(1, x=x)
+        return Conv2dGradWeight._v(ctx, x, y_bar)
+
+    @staticmethod
+    def _v(ctx, x, y_bar):
+        p, w_shape = ctx.cfg, ctx.params["w_shape"]
+        y_bar = get_array_module(y_bar).ascontiguousarray(y_bar)
+        if ctx.params["padding_mode"] == "circular":
+            return kernels.conv2d_grad_weight(_circular_pad(x, p["pad"]), y_bar, w_shape, p["stride"], ((0, 0), (0, 0)),
+                                              p["dilation"], p["groups"])
+        return kernels.conv2d_grad_weight(x, y_bar, w_shape, p["stride"], p["pad"], p["dilation"], p["groups"])
+
+    @staticmethod
+    def jvp(ctx, x_dot, y_dot):
+        return add_terms(None if x_dot is None else Conv2dGradWeight._v(ctx, x_dot, ctx.y_bar),
+                         None if y_dot is None else Conv2dGradWeight._v(ctx, ctx.x, y_dot))
+
+    @staticmethod
+    def vjp(ctx, v_bar):
+        return (_input_map(ctx, ctx.y_bar, v_bar, ctx.x_shape) if ctx.needs[0] else None,
+                _conv_map(ctx, ctx.x, v_bar) if ctx.needs[1] else None)
 
 
 # ------------------------------------------------- case 1: non-overlapping windows (dense solve per patch)

@@ -17,7 +17,7 @@ import numpy as np
 from .. import kernels
 from ..backend import get_array_module
 from ..errors import NotInvertibleError, ShapeError
-from .base import Primitive
+from .base import Primitive, call
 from .conv import _int_pair
 
 
@@ -51,6 +51,7 @@ class MaxPool2d(Primitive):
     the gradient (as PyTorch's CPU kernel); a NaN in the window is the maximum. Residual: the argmax as a
     window offset in the smallest unsigned int type that fits (uint8 for kh*kw <= 256)."""
     name = "max_pool2d"
+    orders = None          # the argmax is piecewise constant: the map is linear, its vjp a primitive (below)
 
     @staticmethod
     def forward(ctx, x, kernel_size=2, stride=None, padding=0):
@@ -73,9 +74,7 @@ class MaxPool2d(Primitive):
     @classmethod
     def vjp(cls, ctx, y_bar):
         # x_bar = y_bar scattered to each window's argmax (summed where windows overlap)
-        k, s, p, _ = ctx.cfg
-        y_bar = get_array_module(y_bar).ascontiguousarray(y_bar)
-        return (kernels.max_pool2d_backward(ctx.idx, y_bar, ctx.x_shape, k, s, p),)
+        return (call(MaxPoolScatter, y_bar, idx=ctx.idx, cfg=ctx.cfg, x_shape=ctx.x_shape),)
 
     @classmethod
     def vijp(cls, ctx, x_bar, fragment):
@@ -86,10 +85,51 @@ class MaxPool2d(Primitive):
         return cls._gather(ctx, x_bar)
 
 
+class MaxPoolScatter(Primitive):
+    """x_bar = y_bar scattered to each window's argmax (summed where windows overlap): max_pool2d's vjp map, a
+    primitive so that it can be differentiated. Linear; its adjoint is the gather y = a at the argmax."""
+    name = "max_pool2d_scatter"
+    orders = None
+
+    @staticmethod
+    def forward(ctx, y_bar, idx=None, cfg=None, x_shape=None):
+        k, s, p, _ = cfg
+        return kernels.max_pool2d_backward(idx, get_array_module(y_bar).ascontiguousarray(y_bar), x_shape, k, s, p)
+
+    @staticmethod
+    def jvp(ctx, y_dot):
+        return MaxPoolScatter.forward(ctx, y_dot, **ctx.params)
+
+    @staticmethod
+    def vjp(ctx, x_bar):
+        return (call(MaxPoolGather, x_bar, idx=ctx.params["idx"], cfg=ctx.params["cfg"],
+                     x_shape=ctx.params["x_shape"]),)
+
+
+class MaxPoolGather(Primitive):
+    """y = a at each window's argmax: max_pool2d's jvp map (linear), the adjoint of MaxPoolScatter."""
+    name = "max_pool2d_gather"
+    orders = None
+
+    @staticmethod
+    def forward(ctx, a, idx=None, cfg=None, x_shape=None):
+        k, s, p, _ = cfg
+        return kernels.max_pool2d_gather(idx, a, k, s, p)
+
+    @staticmethod
+    def jvp(ctx, a_dot):
+        return MaxPoolGather.forward(ctx, a_dot, **ctx.params)
+
+    @staticmethod
+    def vjp(ctx, y_bar):
+        return (call(MaxPoolScatter, y_bar, **ctx.params),)
+
+
 class AvgPool2d(Primitive):
     """Mean over each window; padding counts as zeros and the divisor is always kh*kw
     (count_include_pad=True, PyTorch's default). Linear: no residual but the shapes."""
     name = "avg_pool2d"
+    orders = None
 
     @staticmethod
     def forward(ctx, x, kernel_size=2, stride=None, padding=0):
@@ -109,9 +149,7 @@ class AvgPool2d(Primitive):
     @classmethod
     def vjp(cls, ctx, y_bar):
         # x_bar[pixel] = sum over the windows containing it of y_bar / (kh*kw)
-        k, s, p, _ = ctx.cfg
-        y_bar = get_array_module(y_bar).ascontiguousarray(y_bar)
-        return (kernels.avg_pool2d_backward(y_bar, ctx.x_shape, k, s, p),)
+        return (call(AvgPoolAdjoint, y_bar, cfg=ctx.cfg, x_shape=ctx.x_shape),)
 
     @classmethod
     def vijp(cls, ctx, x_bar, fragment):
@@ -124,3 +162,24 @@ class AvgPool2d(Primitive):
         rows = xp.asarray(np.maximum(np.arange(out_hw[0]) * s[0] - p[0], 0))
         cols = xp.asarray(np.maximum(np.arange(out_hw[1]) * s[1] - p[1], 0))
         return (k[0] * k[1]) * x_bar[:, :, rows][:, :, :, cols]
+
+
+class AvgPoolAdjoint(Primitive):
+    """x_bar = avg_pool2d's vjp map (each pixel: the sum of y_bar / (kh*kw) over the windows containing it), a
+    primitive so that it can be differentiated. Linear; its adjoint is avg_pool2d itself."""
+    name = "avg_pool2d_adjoint"
+    orders = None
+
+    @staticmethod
+    def forward(ctx, y_bar, cfg=None, x_shape=None):
+        k, s, p, _ = cfg
+        return kernels.avg_pool2d_backward(get_array_module(y_bar).ascontiguousarray(y_bar), x_shape, k, s, p)
+
+    @staticmethod
+    def jvp(ctx, y_dot):
+        return AvgPoolAdjoint.forward(ctx, y_dot, **ctx.params)
+
+    @staticmethod
+    def vjp(ctx, x_bar):
+        k, s, p, _ = ctx.params["cfg"]
+        return (call(AvgPool2d, x_bar, kernel_size=k, stride=s, padding=p),)
