@@ -175,3 +175,12 @@ def test_order_three_is_named():
     np.testing.assert_allclose(tm.grad(lambda u: tm.grad(g)(u).sum())(x).numpy(), 12 * X)
     with pytest.raises(MissingRuleError, match="double2: no derivative of order 3"):
         tm.grad(lambda u: tm.grad(lambda w: tm.grad(g)(w).sum())(u).sum())(x)
+
+
+def test_newton_example_converges(capsys):
+    from .conftest import load_example
+    newton = load_example("newton")
+    theta = newton.main(["--samples", "120", "--features", "6", "--steps", "9"])
+    f, _ = newton.problem(120, 6, 3, 1e-2)
+    assert np.linalg.norm(tm.grad(f)(theta).numpy()) < 1e-10          # quadratic convergence: a few steps
+    assert "forward-over-reverse" in capsys.readouterr().out

@@ -9,7 +9,7 @@
 | vijp(ctx, x_bar, fragment)    | inverse mode along input ctx.wrt          | y_bar J -> y_bar |
 | condition(ctx)                | (‖J‖, ‖J⁺‖) bounds along ctx.wrt          | for error control |
 
-Rules receive and return arrays (NumPy or CuPy) — never Tensors (docs/design.md). The engine
+Rules receive and return arrays (NumPy or CuPy) — this module imports no Tensor (docs/design.md). The engine
 (tinymoon.autodiff) is the only place that knows how a primitive meets tensors, tapes and tangents; it
 also un-broadcasts cotangents once, so elementwise rules return cotangents of the output's shape.
 
