@@ -122,7 +122,7 @@ def propagate(nodes, grads, on_node=None, retain_graph=False, needs=None, graph=
                         entry[1] = entry[1] + ct
         if not retain_graph:
             node.ctx.release()
-            node.released = True
+            node.released, node.higher = True, None
     return outside
 
 
@@ -176,7 +176,7 @@ def _backprop(root, y_bar, wrt, retain_graph, graph):
             for node in order:                                 # what the pruned walk skipped is done too
                 if not node.released:
                     node.ctx.release()
-                    node.released = True
+                    node.released, node.higher = True, None
     if wrt is not None:
         return [leaf_grads[_key(t)][1] if _key(t) in leaf_grads else None for t in wrt]
     handed = set()
