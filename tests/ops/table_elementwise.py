@@ -5,6 +5,7 @@ import numpy as np
 from hypothesis.extra import numpy as hnp
 
 import tinymoon as tm
+from tinymoon.functional import namespace
 
 from .spec import OpSpec, shapes, values
 
@@ -49,6 +50,8 @@ ROWS = [
     OpSpec("exp", tm.exp, np.exp, unary()),
     OpSpec("log", tm.log, np.log, unary(0.1, 4.0)),
     OpSpec("sqrt", tm.sqrt, np.sqrt, unary(0.1, 4.0)),
+    OpSpec("log1p", namespace.log1p, np.log1p, unary(-0.5, 3.0)),       # the tensor namespace's (activation formulas)
+    OpSpec("expm1", namespace.expm1, np.expm1, unary()),
     OpSpec("abs", tm.abs, np.abs, unary(kinks=(0.0,))),
     OpSpec("clip", lambda x: tm.clip(x, -1.0, 1.5), lambda x: np.clip(x, -1.0, 1.5),
            unary(kinks=(-1.0, 1.5)), modes=("jvp", "vjp")),

@@ -137,9 +137,10 @@ def vjp_on_tensors(node, g, needs, record):
     primitive whose rules do not go past first order."""
     prim = node.prim
     order = node.level + 2
-    if prim.orders is not None and order > prim.orders:
-        raise order_error(prim, order, f"{prim.name}'s rules are differentiable to order {prim.orders} only"
-                          if prim.orders > 1 else f"{prim.name}'s vjp rule runs on arrays only (orders = 1: a "
+    orders = prim.orders_for(node.ctx)
+    if orders is not None and order > orders:
+        raise order_error(prim, order, f"{prim.name}'s rules are differentiable to order {orders} only"
+                          if orders > 1 else f"{prim.name}'s vjp rule runs on arrays only (orders = 1: a "
                           "kernel without a tensor path, or a residual with no recompute)")
     if node.higher is HIGHER_DROPPED:
         raise order_error(prim, order, f"its inputs carried tangents that the forward did not keep; {_HOW}")

@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..autodiff.apply import apply as _apply
-from ..tensor import Tensor, as_tensor
+from ..ops import elementwise as _ops
+from ..tensor import Tensor, as_tensor, floating
 from . import elementwise as _E
 from . import linalg as _L
 from . import reduce as _R
@@ -44,6 +45,14 @@ add, subtract, multiply, divide, negative = _E.add, _E.sub, _E.mul, _E.div, _E.n
 exp, log, sqrt, tanh, absolute, power = _E.exp, _E.log, _E.sqrt, _E.tanh, _E.abs, _E.pow
 abs = _E.abs        # noqa: A001 - NumPy's name
 maximum, minimum, where = _E.maximum, _E.minimum, _E.where
+
+
+def log1p(x):
+    return _apply(_ops.Log1p, floating(x))
+
+
+def expm1(x):
+    return _apply(_ops.Expm1, floating(x))
 
 
 def clip(x, lo=None, hi=None):

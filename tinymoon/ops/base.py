@@ -101,6 +101,12 @@ class Primitive:
         raise MissingRuleError(f"{cls.name}: no jvp rule (forward mode is not available for this primitive)")
 
     @classmethod
+    def orders_for(cls, ctx):
+        """The orders this application supports: `orders`, unless its parameters lower it (a residual policy
+        that keeps an approximation of what the vjp needs); may raise MissingRuleError saying why."""
+        return cls.orders
+
+    @classmethod
     def residuals(cls, ctx, y, *x):
         """The residuals the forward derived from its inputs (f'(x), a softmax, a normalised input), recomputed
         from the tensors x and y = the output by the same formula, as a dict {name: tensor}: what a

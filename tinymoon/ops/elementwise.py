@@ -271,6 +271,42 @@ class Sqrt(Diagonal):
         return 2 * x_bar * ctx.y           # y_bar = x_bar / (1 / 2 sqrt x)
 
 
+class Log1p(Diagonal):
+    """log(1 + x), accurate for small x; f' = 1 / (1 + x). (NumPy's log1p on tensors, for the activation
+    formulas a differentiable backward runs.)"""
+    name = "log1p"
+    orders = None
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save(x=x)
+        return get_array_module(x).log1p(x)
+
+    @classmethod
+    def derivative(cls, ctx, i=0):
+        return 1 / (1 + ctx.x)
+
+
+class Expm1(Diagonal):
+    """e^x - 1, accurate for small x; f' = e^x = y + 1."""
+    name = "expm1"
+    orders = None
+
+    @staticmethod
+    def forward(ctx, x):
+        y = get_array_module(x).expm1(x)
+        ctx.save(y=y)
+        return y
+
+    @classmethod
+    def derivative(cls, ctx, i=0):
+        return ctx.y + 1
+
+    @classmethod
+    def _erased(cls, ctx, d):
+        return d == 0                      # only where e^x underflowed
+
+
 class Abs(Diagonal):
     """|x|' = sign(x); at x = 0 we take the subgradient 0 (so that coordinate is a fragment). The sign is
     piecewise constant: |x|'' = 0 almost everywhere."""
