@@ -93,6 +93,7 @@ class Formula:
     breakpoints_fn: Callable | None = None
     slopes_fn: Callable | None = None
     error: type = ValueError
+    df_reads_y: bool = False        # f' is written with y = f(x) (tanh, sigmoid); else df ignores y
 
     @property
     def piecewise_linear(self) -> bool:
@@ -133,15 +134,19 @@ class Formula:
         y = _cast(xp, self.f(xp, x, **p), x.dtype)
         return y, _cast(xp, self.df(xp, x, y, **p), x.dtype)
 
+    def slope(self, x, p):
+        """f'(x) alone, in x's dtype (f(x) is computed only for a derivative written with it)."""
+        xp = xp_of(x)
+        y = _cast(xp, self.f(xp, x, **p), x.dtype) if self.df_reads_y else None
+        return _cast(xp, self.df(xp, x, y, **p), x.dtype)
+
     # -- conveniences for the host (lists, scalars: float64), checking the parameters --
     def value(self, x, **params):
         x = _float_array(x)
         return _cast(np, self.f(np, x, **self.resolve(**params)), x.dtype)
 
     def derivative(self, x, **params):
-        x = _float_array(x)
-        p = self.resolve(**params)
-        return _cast(np, self.df(np, x, self.f(np, x, **p), **p), x.dtype)
+        return self.slope(_float_array(x), self.resolve(**params))
 
     def jumps(self, **params) -> tuple:
         return tuple(float(s) for s in self.jump_points(self.resolve(**params)))
@@ -243,10 +248,10 @@ ACTIVATIONS: dict[str, Formula] = {a.name: a for a in [
             _silu_d),
     Formula("tanh",
             lambda xp, x: xp.tanh(x),
-            lambda xp, x, y: 1 - y * y),                          # 1 − tanh²
+            lambda xp, x, y: 1 - y * y, df_reads_y=True),         # 1 − tanh²
     Formula("sigmoid",
             lambda xp, x: sigmoid(xp, x),
-            lambda xp, x, y: y * (1 - y)),                        # σ (1 − σ)
+            lambda xp, x, y: y * (1 - y), df_reads_y=True),       # σ (1 − σ)
     Formula("elu",                                                # f = x > 0 ? x : α(eˣ − 1)
             lambda xp, x, alpha: xp.where(x > 0, x, _elu_negative(xp, x, alpha)),
             lambda xp, x, y, alpha: xp.where(x > 0, 1.0, alpha * xp.exp(xp.minimum(x, 0))),  # f'(0) = α

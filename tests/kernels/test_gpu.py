@@ -83,7 +83,8 @@ def test_pointwise_bitpack_fewbit(cp, impl):
             np.testing.assert_allclose(cp.asnumpy(d), dr, rtol=1e-5, atol=1e-6)
             for dt in (np.float32, np.float64):            # held to the table: NaN, ±inf, kinks, odd size
                 xs = inputs(1001, dt)
-                y, d = K.act_forward(name, cp.asarray(xs), **act_params(name))
+                with np.errstate(invalid="ignore", over="ignore"):
+                    y, d = K.act_forward(name, cp.asarray(xs), **act_params(name))
                 check_matches_table(name, xs, cp.asnumpy(y), cp.asnumpy(d))
         y, packed = K.relu_mask_forward(xd)
         np.testing.assert_array_equal(cp.asnumpy(packed), np.packbits(x > 0, bitorder="little"))
