@@ -128,25 +128,26 @@ class Formula:
         return self.resolve(**params) == self.defaults
 
     # -- values on arrays of any float dtype (host or device); no parameter check: p is resolved --
+    def f_at(self, x, p):
+        """f(x) in x's dtype, for resolved parameters p."""
+        return _cast(xp_of(x), self.f(xp_of(x), x, **p), x.dtype)
+
+    def df_at(self, x, p):
+        """f'(x) alone, in x's dtype (f(x) is computed only for a derivative written with it)."""
+        y = self.f_at(x, p) if self.df_reads_y else None
+        return _cast(xp_of(x), self.df(xp_of(x), x, y, **p), x.dtype)
+
     def forward(self, x, p):
         """(f(x), f'(x)) in x's dtype, for resolved parameters p."""
-        xp = xp_of(x)
-        y = _cast(xp, self.f(xp, x, **p), x.dtype)
-        return y, _cast(xp, self.df(xp, x, y, **p), x.dtype)
-
-    def slope(self, x, p):
-        """f'(x) alone, in x's dtype (f(x) is computed only for a derivative written with it)."""
-        xp = xp_of(x)
-        y = _cast(xp, self.f(xp, x, **p), x.dtype) if self.df_reads_y else None
-        return _cast(xp, self.df(xp, x, y, **p), x.dtype)
+        y = self.f_at(x, p)
+        return y, _cast(xp_of(x), self.df(xp_of(x), x, y, **p), x.dtype)
 
     # -- conveniences for the host (lists, scalars: float64), checking the parameters --
     def value(self, x, **params):
-        x = _float_array(x)
-        return _cast(np, self.f(np, x, **self.resolve(**params)), x.dtype)
+        return self.f_at(_float_array(x), self.resolve(**params))
 
     def derivative(self, x, **params):
-        return self.slope(_float_array(x), self.resolve(**params))
+        return self.df_at(_float_array(x), self.resolve(**params))
 
     def jumps(self, **params) -> tuple:
         return tuple(float(s) for s in self.jump_points(self.resolve(**params)))

@@ -92,12 +92,8 @@ class LeakyReLU(TableActivation):
     name, formula = "leaky_relu", ACTIVATIONS["leaky_relu"]
 
     @classmethod
-    def forward(cls, ctx, x, slope=0.01, residual=None):
-        if residual is not None:
-            return super().forward(ctx, x, residual, negative_slope=slope)
-        y, r = sign_mask(x, slope)
-        ctx.save(r=r)
-        return y
+    def keep(cls, ctx, x, p):
+        return sign_mask(x, p["negative_slope"])
 
 
 class Softplus(TableActivation):
@@ -108,7 +104,7 @@ class Softplus(TableActivation):
     @classmethod
     def keep(cls, ctx, x, p):
         ctx.save(x=x)                                # counted (or not, for a leaf) as the engine's own array
-        return cls.formula.forward(x, p)[0], FromInput(x, cls.formula, p)
+        return cls.formula.f_at(x, p), FromInput(x, cls.formula, p)
 
 
 class Tanh(TableActivation):

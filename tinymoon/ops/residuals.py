@@ -78,7 +78,7 @@ class FromInput(DiagonalResidual):
         self.x, self.formula, self.params = x, formula, params
 
     def derivative(self):
-        return self.formula.slope(self.x, self.params)
+        return self.formula.df_at(self.x, self.params)
 
 
 class SignMask(BitMask, DiagonalResidual):
