@@ -66,13 +66,12 @@ def _relu_mask_kernel(x, slope, y, packed):
         zero = slope - slope
         for t in range(min(8, x.size - 8 * k)):
             xi = x[8 * k + t]
-            if xi > 0:
-                y[8 * k + t] = xi
-                v |= 1 << t
-            elif slope != zero:
-                y[8 * k + t] = slope * xi
-            else:
+            if slope == zero:
                 y[8 * k + t] = zero if xi <= zero else xi   # relu: +0, not 0·x = −0; NaN stays NaN
+            else:
+                y[8 * k + t] = xi if xi > zero else slope * xi
+            if xi > zero:
+                v |= 1 << t
         packed[k] = v
 
 
