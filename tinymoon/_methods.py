@@ -1,6 +1,27 @@
-"""Binds tinymoon.functional onto Tensor as operators and methods (x + y, x.exp(), x.sum(), ...)."""
+"""Binds tinymoon.functional and reverse mode onto Tensor as operators and methods (x + y, x.exp(),
+x.sum(), x.to("cuda"), x.backward(), ...). Tensor (tensor.py) imports nothing of the engine; this module sits
+above both and ties them together once, at import."""
+from . import backend
 from . import functional as F
+from .autodiff.reverse import backward as _backward
+from .backend import as_dtype
 from .tensor import Tensor
+
+
+def _to(self, device):
+    """This tensor on `device` ('cpu', 'cuda', 'cuda:N'); differentiable (the cotangent moves back)."""
+    return F.to_device(self, backend.normalize_device(device))
+
+
+def _astype(self, dtype):
+    """A cast; differentiable between float dtypes."""
+    return F.astype(self, as_dtype(dtype))
+
+
+def _backward_method(self, y_bar=None, retain_graph=False, create_graph=False):
+    """Reverse mode: accumulate d<y_bar, self>/d(leaf) into each leaf's .grad. create_graph=True
+    (differentiable gradients) raises MissingRuleError: higher order is not supported yet."""
+    _backward(self, y_bar, retain_graph=retain_graph, create_graph=create_graph)
 
 
 def _bind():
@@ -25,19 +46,14 @@ def _bind():
     T.__ge__ = lambda a, b: F.ge(a, b)
     T.__hash__ = lambda a: id(a)
     for name in ("exp", "log", "sqrt", "tanh", "sigmoid", "relu", "gelu", "silu", "leaky_relu", "elu",
-                 "softplus", "clip", "abs"):
+                 "softplus", "clip", "abs", "sum", "mean", "max", "min", "var", "logsumexp", "reshape", "view",
+                 "clone", "transpose", "permute", "broadcast_to", "squeeze", "unsqueeze", "flatten", "matmul",
+                 "softmax", "log_softmax", "expand_dims", "argmax", "argmin"):
         setattr(T, name, getattr(F, name))
-    # shape, reduction and linear-algebra methods are bound in their own sections when present
-    for name in ("sum", "mean", "max", "min", "var", "logsumexp", "reshape", "view", "clone", "transpose",
-                 "permute", "broadcast_to", "squeeze", "unsqueeze", "flatten", "matmul", "softmax", "log_softmax",
-                 "expand_dims", "argmax", "argmin"):
-        if hasattr(F, name):
-            setattr(T, name, getattr(F, name))
-    if hasattr(F, "matmul"):
-        T.__matmul__ = lambda a, b: F.matmul(a, b)
-        T.__rmatmul__ = lambda a, b: F.matmul(b, a)
-    if hasattr(F, "getitem"):
-        T.__getitem__ = lambda a, idx: F.getitem(a, idx)
+    T.__matmul__ = lambda a, b: F.matmul(a, b)
+    T.__rmatmul__ = lambda a, b: F.matmul(b, a)
+    T.__getitem__ = lambda a, idx: F.getitem(a, idx)
+    T.to, T.astype, T.backward = _to, _astype, _backward_method
     T.__iter__ = _iter
     T.__format__ = _format
     T.numel = lambda a: a.data.size          # PyTorch's names for size and ndim

@@ -89,10 +89,15 @@ def device_of(a) -> str:
     return "cpu"
 
 
+def to_host(a):
+    """The array as a NumPy array (a copy from the GPU; the array itself, or np.asarray of it, on the host)."""
+    return a.get() if is_cupy_array(a) else np.asarray(a)
+
+
 def to_device(a, device: str):
     """Move (or keep) an array on `device` (already normalised)."""
     if device == "cpu":
-        return a.get() if is_cupy_array(a) else np.asarray(a)
+        return to_host(a)
     cp = cupy_module()
     with cp.cuda.Device(int(device.split(":")[1])):
         return cp.asarray(a)

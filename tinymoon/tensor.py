@@ -136,21 +136,15 @@ class Tensor:
     def tolist(self):
         return self.numpy().tolist()
 
-    def to(self, device):
-        """This tensor on `device` ('cpu', 'cuda', 'cuda:N'); differentiable (the cotangent moves back)."""
-        from .functional import to_device
-        return to_device(self, backend.normalize_device(device))
+    # to(device), astype(dtype), backward(...) and the operators are differentiable operations: they are
+    # bound onto Tensor from tinymoon.functional and tinymoon.autodiff by _methods.py, which sit above this
+    # module (tensor.py imports nothing of the engine).
 
     def cpu(self):
         return self.to("cpu")
 
     def cuda(self, index=0):
         return self.to(f"cuda:{index}")
-
-    def astype(self, dtype):
-        """A cast; differentiable between float dtypes."""
-        from .functional import astype
-        return astype(self, as_dtype(dtype))
 
     def float(self):
         return self.astype("float32")
@@ -176,12 +170,6 @@ class Tensor:
 
     def zero_grad(self):
         self.grad = None
-
-    def backward(self, y_bar=None, retain_graph=False, create_graph=False):
-        """Reverse mode: accumulate d<y_bar, self>/d(leaf) into each leaf's .grad. create_graph=True
-        (differentiable gradients) raises MissingRuleError: higher order is not supported yet."""
-        from .autodiff.reverse import backward
-        backward(self, y_bar, retain_graph=retain_graph, create_graph=create_graph)
 
     def __dlpack__(self, *args, **kwargs):
         return self.data.__dlpack__(*args, **kwargs)

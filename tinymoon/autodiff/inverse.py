@@ -9,9 +9,10 @@ path forks (a value used twice), the block needs its own vijp rule, so we raise 
 from __future__ import annotations
 
 from ..errors import NotInvertibleError, ShapeError
+from ..tensor import Tensor, as_tensor
 from . import nesting
-from .apply import check_versions
 from .state import enable_grad, state
+from .tape import check_versions
 
 
 class Link:
@@ -48,7 +49,6 @@ def chain_links(nodes, source):
 
 def trace_chain(f, x):
     """Run f(x) recording a tape, and return (out, links) for the chain from x to out."""
-    from ..tensor import as_tensor
     x0 = as_tensor(x).detach()
     x0.requires_grad = True
     old, state.trace = state.trace, []
@@ -85,7 +85,6 @@ class VijpFunction:
     def fragments(self, y_bar):
         """Reverse pass along the chain from output cotangent y_bar, recording each link's fragment
         (the cotangent coordinates its vjp erases; None where nothing is erased)."""
-        from ..tensor import Tensor
         h = y_bar.data if isinstance(y_bar, Tensor) else self.out.xp.asarray(y_bar)
         frags = [None] * len(self.links)
         for k in range(len(self.links) - 1, -1, -1):
@@ -99,7 +98,6 @@ class VijpFunction:
         return frags
 
     def __call__(self, x_bar, fragments=None):
-        from ..tensor import Tensor
         h = x_bar.data if isinstance(x_bar, Tensor) else self.out.xp.asarray(x_bar)
         if self.links and h.shape != self.links[0].in_shape:
             raise ShapeError(f"vijp: cotangent shape {h.shape} does not match the input shape {self.links[0].in_shape}")

@@ -21,6 +21,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 from ..errors import MissingRuleError
+from ..tensor import Tensor
+from .tape import Node
 
 _outer = []     # (name of the transform, ids of its primals), for each transform whose function is running
 
@@ -47,7 +49,6 @@ def _outer_primal_reached(out) -> str | None:
     """The name of the innermost outer transform one of whose primals `out`'s tape reaches, else None."""
     if not _outer or not getattr(out, "requires_grad", False):
         return None
-    from .apply import Node
     ids = set().union(*(ids for _, ids in _outer))
     if id(out) in ids:
         return _outer[-1][0]
@@ -68,7 +69,6 @@ def _outer_primal_reached(out) -> str | None:
 
 def check_primals(what: str, primals) -> None:
     """Refuse primals through which an outer transform is differentiating (see the module docstring)."""
-    from ..tensor import Tensor
     if what == "tm.jvp" and any(name == "tm.jvp" for name, _ in _outer):
         raise _refuse(what, "tm.jvp")
     for p in primals:

@@ -1,29 +1,18 @@
 """Reverse mode: the tape walked backwards.
 
-`backward(root, y_bar)` orders the recorded nodes topologically, then feeds each node's output cotangent
-to its primitive's vjp rule and accumulates the input cotangents. A cotangent whose shape differs from
+`backward(root, y_bar)` orders the recorded nodes topologically, then `propagate` feeds each node's output
+cotangent to its primitive's vjp rule and accumulates the input cotangents. A cotangent whose shape differs from
 its input's (the input was broadcast) is summed back to the input's shape here — once, for every rule.
 A node's residuals are released as soon as it is done, so memory falls as the pass proceeds.
 """
 from __future__ import annotations
 
 from ..errors import GradientError, ShapeError
+from ..ops.shape import sum_to
+from ..tensor import Tensor, as_tensor
 from . import nesting
-from .apply import Node, check_versions
 from .state import enable_grad
-
-
-def unbroadcast(g, shape):
-    """Sum cotangent g down to `shape` (the reverse of NumPy broadcasting)."""
-    if g.shape == shape:
-        return g
-    extra = g.ndim - len(shape)
-    if extra < 0:
-        raise ShapeError(f"cotangent of shape {g.shape} cannot be reduced to input shape {shape}")
-    axes = tuple(range(extra)) + tuple(extra + i for i, n in enumerate(shape) if n == 1 and g.shape[extra + i] != 1)
-    if axes:
-        g = g.sum(axis=axes, keepdims=True)
-    return g.reshape(shape) if extra else g
+from .tape import Node, check_versions
 
 
 def _topological(root):
@@ -63,8 +52,8 @@ def _pruned(nodes, wanted):
     return keep, needs
 
 
-def sweep(nodes, grads, on_node=None, retain_graph=False, needs=None):
-    """The reverse sweep over tape `nodes` (listed inputs before outputs).
+def propagate(nodes, grads, on_node=None, retain_graph=False, needs=None):
+    """The reverse pass over tape `nodes` (listed inputs before outputs).
 
     grads maps id(node) -> the cotangent of that node's output (the seeds). Each node's cotangent goes
     through its primitive's vjp rule, and the input cotangents pass on to the parent nodes in `nodes`;
@@ -107,7 +96,7 @@ def sweep(nodes, grads, on_node=None, retain_graph=False, needs=None):
                 if ct is None or p is None or (pruned is not None and not pruned[i]):
                     continue
                 if ct.shape != shape:
-                    ct = unbroadcast(ct, shape)
+                    ct = sum_to(ct, shape)
                 if type(p) is Node and id(p) in members:
                     prev = grads.get(id(p))
                     grads[id(p)] = ct if prev is None else prev + ct
@@ -146,16 +135,14 @@ def backprop(root, y_bar, wrt=None, retain_graph=False):
     wrt=[leaf tensors]: return their cotangents (arrays or None) and leave every .grad untouched (tm.vjp);
     only the nodes on a path to them are visited, and no rule computes a cotangent nobody asked for.
     """
-    from ..tensor import Tensor
-    wrap = Tensor._wrap
     if root._node is None:
         leaf_grads = {id(root): [root, y_bar]}
     elif wrt is None:
-        leaf_grads = sweep(_topological(root), {id(root._node): y_bar}, retain_graph=retain_graph)
+        leaf_grads = propagate(_topological(root), {id(root._node): y_bar}, retain_graph=retain_graph)
     else:
         order = _topological(root)
         nodes, needs = _pruned(order, {id(t) for t in wrt})
-        leaf_grads = sweep(nodes, {id(root._node): y_bar}, retain_graph=retain_graph, needs=needs)
+        leaf_grads = propagate(nodes, {id(root._node): y_bar}, retain_graph=retain_graph, needs=needs)
         if not retain_graph:
             for node in order:                                 # what the pruned walk skipped is done too
                 if not node.released:
@@ -165,25 +152,19 @@ def backprop(root, y_bar, wrt=None, retain_graph=False):
         return [leaf_grads[id(t)][1] if id(t) in leaf_grads else None for t in wrt]
     handed = set()
     for t, g in leaf_grads.values():
-        if t.grad is not None:
-            t.grad = wrap(t.grad.data + g)
-            continue
         # A rule may pass a cotangent through unchanged (add) or as a view (reshape): copy only what could
         # alias the seed, another leaf's gradient or a residual; fresh arrays are handed over as they are.
-        if g is y_bar or g.base is not None or id(g) in handed:
-            g = g.copy()
+        accumulate_grad(t, g, aliased=g is y_bar or id(g) in handed)
         handed.add(id(g))
-        t.grad = wrap(g)
     return None
 
 
-def accumulate_grad(param, g):
+def accumulate_grad(param, g, aliased=False):
     """param.grad += g as backward accumulates: a new array (never in place, so a caller may keep the old one
-    and put it back), in the parameter's dtype; a view or an aliased array is copied the first time."""
-    from ..tensor import Tensor
+    and put it back), in the parameter's dtype; the first time, a view or an `aliased` array is copied."""
     if g.dtype != param.data.dtype:
         g = g.astype(param.data.dtype)
-    elif param.grad is None and g.base is not None:
+    elif param.grad is None and (aliased or g.base is not None):
         g = g.copy()
     param.grad = Tensor._wrap(g if param.grad is None else param.grad.data + g)
 
@@ -207,7 +188,6 @@ def vjp_into(root, y_bar, inputs=(), params=(), accumulate=True):
 
 def _seed(out, y_bar, what):
     """The initial cotangent: given, or 1 for a scalar output."""
-    from ..tensor import Tensor
     if y_bar is None:
         if out.data.size != 1:
             raise GradientError(
@@ -233,7 +213,6 @@ def backward(out, y_bar=None, retain_graph=False, create_graph=False):
 
 
 def _as_primals(primals):
-    from ..tensor import as_tensor
     ps = []
     for p in primals:
         q = as_tensor(p).detach()
@@ -244,7 +223,6 @@ def _as_primals(primals):
 
 def vjp(f, *primals):
     """(out, vjp_fn): vjp_fn(y_bar) returns the cotangents of the primals, as a tuple of Tensors."""
-    from ..tensor import Tensor
     nesting.check_primals("tm.vjp", primals)
     ps = _as_primals(primals)
     with enable_grad(), nesting.tracing("tm.vjp", ps):
@@ -271,7 +249,6 @@ def value_and_grad(f, argnums=0, _name="tm.value_and_grad"):
             full[i] = p
         with enable_grad(), nesting.tracing(_name, ps):
             out = f(*full)
-        from ..tensor import Tensor
         if not isinstance(out, Tensor):
             raise GradientError(f"grad: the function returned {type(out).__name__}, expected a scalar Tensor")
         nesting.check_output(_name, out)

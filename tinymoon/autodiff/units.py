@@ -13,8 +13,9 @@ Together with reverse.py and inverse.py this is the only code that reads tape no
 from __future__ import annotations
 
 from ..errors import NotInvertibleError
+from ..tensor import Tensor
 from .inverse import chain_links
-from .reverse import sweep
+from .reverse import propagate
 from .state import enable_grad, state
 
 __all__ = ["UnitTape", "record_units", "reverse_unit", "unit_condition", "tape_norm"]
@@ -44,7 +45,6 @@ EMPTY = UnitTape([], None, None, True)          # a unit that returns its input,
 
 def record_units(units, x0):
     """Run `units` on x0 recording the tape unit by unit. Returns (x_L, [UnitTape])."""
-    from ..tensor import Tensor
     tapes = []
     x = x0
     old = state.trace
@@ -87,7 +87,7 @@ def reverse_unit(tape, h_out, record_fragments=True):
         if frags is not None and not node.prim.submersive:
             frags[k] = node.prim.fragment(node.ctx, g)
 
-    outside = sweep(nodes, {id(tape.out_node): h_out}, on_node=record)
+    outside = propagate(nodes, {id(tape.out_node): h_out}, on_node=record)
     h_in = None
     for _, ct in outside.values():                       # the unit's input (the parameters are frozen)
         h_in = ct if h_in is None else h_in + ct

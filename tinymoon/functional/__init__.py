@@ -10,7 +10,7 @@ from . import nn as _nn
 from . import reduce as _reduce
 from . import shape as _shape
 from .elementwise import *  # noqa: F401,F403
-from .elementwise import _pair  # noqa: F401
+from .elementwise import _operands  # noqa: F401
 from .linalg import *  # noqa: F401,F403
 from .nn import *  # noqa: F401,F403
 from .reduce import *  # noqa: F401,F403

@@ -1,7 +1,7 @@
 """Tensor-level elementwise math and activations: each function converts its operands and applies one primitive.
 
-This is the public math of tinymoon (`tm.exp`, `tm.matmul`, `tm.conv2d`, ...); Tensor's operators and
-methods are bound to these functions at the bottom of this file.
+With its sibling modules this is the public math of tinymoon (`tm.exp`, `tm.where`, `tm.gelu`, ...);
+tinymoon/_methods.py binds Tensor's operators and methods to these functions.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def _refuse_foreign(a, b, op):
                             "convert it first with tm.from_dlpack(t) (or tm.as_tensor(t)), which shares its memory")
 
 
-def _pair(a, b, op="binary op"):
+def _operands(a, b, op="binary op"):
     """Tensors for a binary op. Python numbers take the tensor operand's dtype; an integer/bool tensor
     meeting a float tensor is cast to the float dtype (never float32 <-> float64: that raises). A tensor of
     another library (PyTorch...) is refused: mixing them in an expression is almost always a mistake."""
@@ -100,7 +100,7 @@ def _unary(prim, doc, float_valued=False):
 
 def _binary(prim, doc, float_valued=False):
     def f(a, b):
-        a, b = _pair(a, b, prim.name)
+        a, b = _operands(a, b, prim.name)
         if float_valued and a.data.dtype.kind != "f":    # int / int: float32 (see tensor.floating)
             a, b = floating(a), floating(b)
         return _apply_broadcasting(prim, a, b)
@@ -112,7 +112,7 @@ def _binary(prim, doc, float_valued=False):
 add = _binary(E.Add, "a + b (broadcasting)")
 def sub(a, b):
     """a - b (broadcasting); two bool tensors are refused (NumPy and PyTorch refuse them too: use ^ or ne)."""
-    a, b = _pair(a, b, "sub")
+    a, b = _operands(a, b, "sub")
     if a.data.dtype == b.data.dtype == np.bool_:
         raise DTypeError("sub: subtracting two bool tensors is not supported; use tm.ne(a, b) (logical xor) or "
                          "cast one with .astype('int64')")
@@ -143,7 +143,7 @@ abs = _no_bool(E.Abs, "|x|; subgradient 0 at 0", "a bool is its own absolute val
 
 def pow(a, b):  # noqa: A001
     """a ** b (b a number or a tensor)."""
-    a, b = _pair(a, b, "pow")
+    a, b = _operands(a, b, "pow")
     try:
         return _apply_broadcasting(E.Pow, a, b)
     except ValueError as e:
@@ -155,7 +155,7 @@ def pow(a, b):  # noqa: A001
 
 def where(cond, a, b):
     """a where cond else b; cond is not differentiable."""
-    a, b = _pair(a, b, "where")
+    a, b = _operands(a, b, "where")
     return _apply_broadcasting(E.Where, as_tensor(cond, what="where"), a, b)
 
 
@@ -221,7 +221,7 @@ def softplus(x, beta=1.0, threshold=20.0):
 # ---- comparisons (not differentiable: plain boolean tensors) -----------------------------------------
 def _compare(op, name):
     def f(a, b):
-        a, b = _pair(a, b, name)
+        a, b = _operands(a, b, name)
         try:
             return Tensor._wrap(op(a.data, b.data))
         except ValueError:

@@ -5,14 +5,14 @@ from __future__ import annotations
 from ..autodiff.apply import apply
 from ..ops import linalg as L
 from ..tensor import Tensor, as_tensor, floating
-from .elementwise import _pair
+from .elementwise import _operands
 
 __all__ = ["matmul", "linear"]
 
 
 def matmul(a, b):
     """a @ b: 1-D operands are promoted, batch dimensions broadcast (numpy.matmul)."""
-    a, b = _pair(a, b, "matmul")
+    a, b = _operands(a, b, "matmul")
     return apply(L.Matmul, a, b)
 
 

@@ -4,8 +4,9 @@
 - `checkpointed_backward`: checkpointing every ⌈√L⌉ units — the forward pass keeps only each segment's input;
   the backward pass recomputes one segment at a time with a tape and backpropagates through it.
 - `revbackprop`: RevBackprop for reversible networks — the forward pass stores nothing for units that have
-  `inverse` (RevBlocks): the backward pass reconstructs each input from its output, recomputes the unit
-  with a tape and backpropagates through it. Units without `inverse` (a stem, a head) keep their input.
+  `inverse` (RevBlocks): the backward pass reconstructs each input from its output and backpropagates
+  through the unit (a RevBlock's `inverse_vjp` does both in one pass; another invertible unit is inverted,
+  then recomputed with a tape). Units without `inverse` (a stem, a head) keep their input.
 Checkpoints and stored inputs are counted in tinymoon.memory (a Stash), like residuals.
 """
 from __future__ import annotations
@@ -98,6 +99,10 @@ def revbackprop(model, loss_fn, x, y):
     loss = None
     for i in range(L - 1, -1, -1):
         u = units[i]
+        fused = getattr(u, "inverse_vjp", None)
+        if 0 < i < L - 1 and i not in stash and fused is not None:
+            x_out, h = fused(x_out, h)              # the block's own reconstruction + vjp (nn.RevBlock)
+            continue
         if i == 0:
             x_in = xv
         elif i in stash:

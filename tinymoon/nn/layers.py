@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import backend
 from .. import functional as F
+from ..ops.conv import _int_pair as int_pair
 from ..backend import as_dtype
 from ..tensor import generator as _generator
 from . import init
@@ -36,14 +37,6 @@ def _buffer(value, shape, dtype, device):
     if device is not None and backend.normalize_device(device) != "cpu":
         arr = backend.to_device(arr, backend.normalize_device(device))
     return arr
-
-
-def _pair(v, what):
-    if isinstance(v, (tuple, list)):
-        if len(v) != 2:
-            raise ValueError(f"{what} must be an int or a pair, got {v!r}")
-        return tuple(int(a) for a in v)
-    return (int(v), int(v))
 
 
 class Linear(Module):
@@ -98,9 +91,9 @@ class Conv2d(Module):
         if padding_mode not in ("zeros", "circular"):     # what the conv2d primitive implements
             raise ValueError(f"Conv2d: padding_mode must be 'zeros' or 'circular', got {padding_mode!r}")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride = _pair(stride, "stride")
-        self.dilation = _pair(dilation, "dilation")
+        self.kernel_size = int_pair(kernel_size, "kernel_size", "Conv2d")
+        self.stride = int_pair(stride, "stride", "Conv2d")
+        self.dilation = int_pair(dilation, "dilation", "Conv2d")
         self.padding_mode = padding_mode
         if isinstance(padding, str):
             if padding == "valid":
@@ -130,7 +123,7 @@ class Conv2d(Module):
         if isinstance(padding, (tuple, list)) and len(padding) == 2 and all(isinstance(p, (tuple, list))
                                                                           for p in padding):
             return tuple(tuple(int(a) for a in p) for p in padding)
-        ph, pw = _pair(padding, "padding")
+        ph, pw = int_pair(padding, "padding", "Conv2d")
         return ((ph, ph), (pw, pw))
 
     def _functional_padding(self):

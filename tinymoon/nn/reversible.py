@@ -10,9 +10,10 @@ y = concat(y1, y2). The inverse needs no stored activation:
 F maps x2's channels to x1's, G maps x1's channels to x2's; both may be any Module (they need not be
 invertible themselves).
 
-The block owns its three rules: `forward`, `inverse` (x from y) and `vijp` (ȳ from x̄ = ȳ J, in closed form,
-with the parameter cotangents from the same two vjps) — Moonwalk and PETRA call them, nothing else
-re-derives the coupling.
+The block owns its rules: `forward`; `inverse` (x from y); `inverse_vjp` (RevBackprop's step: x from y and
+x̄ from ȳ in one pass, with the parameter cotangents); and `vijp` (ȳ from x̄ = ȳ J, in closed form, with the
+parameter cotangents from the same two vjps). Moonwalk, PETRA and the RevBackprop baseline call them;
+nothing else re-derives the coupling.
 """
 from __future__ import annotations
 
@@ -73,6 +74,38 @@ class RevBlock(Module):
             x2 = (y2 - self.G(y1)).data
             x1 = (y1 - self.F(Tensor._wrap(x2))).data
             return Tensor._wrap(y.xp.concatenate([x1, x2], axis=axis))
+
+    def inverse_vjp(self, y, y_bar, input_grad=True):
+        """RevBackprop's step through the block, fused: from the output y and its cotangent ȳ (arrays), return
+        (x, x̄) — x̄ None unless input_grad — and add θ̄_G, θ̄_F to the parameters' .grad:
+
+            x2 = y2 − G(y1),   z̄ = ȳ1 + ȳ2 J_G(y1),   θ̄_G = ȳ2 ∂G/∂θ_G
+            x1 = y1 − F(x2),   x̄2 = ȳ2 + z̄ J_F(x2),    θ̄_F = z̄ ∂F/∂θ_F,   x̄1 = z̄
+
+        Each branch runs once, on a tape, and gives both the reconstruction and its vjp; nothing is stored
+        between the forward and this call. The reconstruction uses the current F and G: with weights updated
+        since the forward (PETRA's delayed gradients) x is the input the *new* block would map to y."""
+        i1, i2, axis = self._slices(y)
+        y1, y2 = y[i1], y[i2]
+        y1_bar, y2_bar = y_bar[i1], y_bar[i2]
+        y1t = Tensor._wrap(y1, requires_grad=True)
+        with enable_grad():
+            g = self.G(y1t)
+        x2 = y2 - g.data
+        (yJ,) = vjp_into(g, y2_bar, [y1t], _trainable(self.G))           # ȳ2 J_G(y1), θ̄_G into .grad
+        del g
+        z_bar = y1_bar if yJ is None else y1_bar + yJ
+        x2t = Tensor._wrap(x2, requires_grad=input_grad)
+        with enable_grad():
+            f = self.F(x2t)
+        x1 = y1 - f.data
+        got = vjp_into(f, z_bar, [x2t] if input_grad else [], _trainable(self.F))   # z̄ J_F(x2), θ̄_F
+        xp = get_array_module(y)
+        x = xp.concatenate([x1, x2], axis=axis)
+        if not input_grad:
+            return x, None
+        x2_bar = y2_bar if got[0] is None else y2_bar + got[0]
+        return x, xp.concatenate([z_bar, x2_bar], axis=axis)
 
     def vijp(self, x, x_bar):
         """Inverse mode through the block, for any F and G: from the input x and its cotangent x̄ = ȳ J (arrays),

@@ -25,7 +25,7 @@ import weakref
 
 import numpy as np
 
-from ..backend import get_array_module
+from ..backend import get_array_module, to_host
 from ..errors import MissingRuleError, NotInvertibleError, ShapeError
 from .base import Primitive, add_terms, check_fragment
 from .pivoted_qr import pivoted_qr
@@ -122,7 +122,7 @@ class RightInverse:
             self.nbytes = self.P.nbytes
         else:
             self.expanding = True
-            perm, r_diag = pivoted_qr(b.get() if hasattr(b, "get") else b, k=n)
+            perm, r_diag = pivoted_qr(to_host(b), k=n)
             if n == 0 or not abs(r_diag[-1]) > tol * abs(r_diag[0]):
                 raise NotInvertibleError(
                     f"{op}: inverse mode through an expanding matrix (shape {self.shape}) needs rank {n}, but "
@@ -209,7 +209,7 @@ def singular_value_bounds(b):
     if hit is not None and hit[0]() is b and hit[1] < REFRESH:
         hit[1] += 1
         return hit[2]
-    a = np.asarray(b.get() if hasattr(b, "get") else b, dtype=np.float64)
+    a = to_host(b).astype(np.float64, copy=False)
     lam = np.linalg.eigvalsh(a @ a.T if a.shape[0] <= a.shape[1] else a.T @ a)      # σ², ascending
     smax, smin = float(np.sqrt(max(lam[-1], 0.0))), float(np.sqrt(max(lam[0], 0.0)))
     bounds = (smax, np.inf if smin == 0 else 1.0 / smin)

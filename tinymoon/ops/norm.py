@@ -39,76 +39,80 @@ def _zero_weight_error(name, w):
 
 
 class _Normalize(Primitive):
-    """Shared rules of LayerNorm and training-mode BatchNorm. Subclasses set ctx.axes (the reduced axes of a
-    group), ctx.bshape (weight/bias broadcast shape), ctx.red (axes summed for the weight/bias cotangents) and
-    call _normalize."""
+    """Shared rules of LayerNorm and training-mode BatchNorm. Subclasses set, on ctx:
+        group_axes    the axes one normalised group spans (its mean and variance are taken over them)
+        affine_shape  the shape weight and bias are viewed as to broadcast against x
+        sum_axes      the axes summed for the weight and bias cotangents
+        param_shape   the shape of weight and bias themselves
+    and call _normalize, which sets weight_at / bias_at: the input positions of weight and bias (None if
+    absent)."""
     submersive = False
 
     @staticmethod
     def _normalize(ctx, x, w, b, eps):
         xp = get_array_module(x)
-        mean = x.mean(axis=ctx.axes, keepdims=True)
+        mean = x.mean(axis=ctx.group_axes, keepdims=True)
         xc = x - mean
-        var = (xc * xc).mean(axis=ctx.axes, keepdims=True)
+        var = (xc * xc).mean(axis=ctx.group_axes, keepdims=True)
         rstd = 1 / xp.sqrt(var + eps)
         yhat = xc * rstd
-        iw = 1 if w is not None else None
-        ib = 1 + (w is not None) if b is not None else None
-        ctx.iw, ctx.ib = iw, ib
+        weight_at = 1 if w is not None else None
+        bias_at = 1 + (w is not None) if b is not None else None
+        ctx.weight_at, ctx.bias_at = weight_at, bias_at
         if ctx.needs[0]:
             ctx.save(yhat=yhat, rstd=rstd)
             if w is not None:
                 ctx.save(w=w)
-        elif iw is not None and ctx.needs[iw]:
+        elif weight_at is not None and ctx.needs[weight_at]:
             ctx.save(yhat=yhat)          # the weight cotangent needs only y_hat
         y = yhat
         if w is not None:
-            y = y * w.reshape(ctx.bshape)
+            y = y * w.reshape(ctx.affine_shape)
         if b is not None:
-            y = y + b.reshape(ctx.bshape)
+            y = y + b.reshape(ctx.affine_shape)
         return y, mean, var
 
     @classmethod
     def _j(cls, ctx, v):
         # J v = r (v - mean(v) - y_hat mean(y_hat v)), J symmetric (so it is also the vjp)
         yhat = ctx.yhat
-        return ctx.rstd * (v - v.mean(axis=ctx.axes, keepdims=True)
-                           - yhat * (yhat * v).mean(axis=ctx.axes, keepdims=True))
+        return ctx.rstd * (v - v.mean(axis=ctx.group_axes, keepdims=True)
+                           - yhat * (yhat * v).mean(axis=ctx.group_axes, keepdims=True))
 
     @classmethod
     def _w(cls, ctx):
-        return None if ctx.iw is None else ctx.w.reshape(ctx.bshape)
+        return None if ctx.weight_at is None else ctx.w.reshape(ctx.affine_shape)
 
     @classmethod
     def jvp(cls, ctx, x_dot, *affine_dots):
-        w_dot = affine_dots[0] if ctx.iw is not None else None
-        b_dot = affine_dots[ctx.ib - 1] if ctx.ib is not None else None
+        w_dot = affine_dots[0] if ctx.weight_at is not None else None
+        b_dot = affine_dots[ctx.bias_at - 1] if ctx.bias_at is not None else None
         t_x = None
         if x_dot is not None:
             t_x = cls._j(ctx, x_dot)
-            if ctx.iw is not None:
+            if ctx.weight_at is not None:
                 t_x = t_x * cls._w(ctx)
-        return add_terms(t_x, None if w_dot is None else ctx.yhat * w_dot.reshape(ctx.bshape),
-                         None if b_dot is None else b_dot.reshape(ctx.bshape))
+        return add_terms(t_x, None if w_dot is None else ctx.yhat * w_dot.reshape(ctx.affine_shape),
+                         None if b_dot is None else b_dot.reshape(ctx.affine_shape))
 
     @classmethod
     def vjp(cls, ctx, y_bar):
         out = [None] * len(ctx.needs)
         if ctx.needs[0]:
-            h = y_bar if ctx.iw is None else y_bar * cls._w(ctx)
+            h = y_bar if ctx.weight_at is None else y_bar * cls._w(ctx)
             out[0] = cls._j(ctx, h)
-        if ctx.iw is not None and ctx.needs[ctx.iw]:
-            out[ctx.iw] = (y_bar * ctx.yhat).sum(axis=ctx.red).reshape(ctx.pshape)
-        if ctx.ib is not None and ctx.needs[ctx.ib]:
-            out[ctx.ib] = y_bar.sum(axis=ctx.red).reshape(ctx.pshape)
+        if ctx.weight_at is not None and ctx.needs[ctx.weight_at]:
+            out[ctx.weight_at] = (y_bar * ctx.yhat).sum(axis=ctx.sum_axes).reshape(ctx.param_shape)
+        if ctx.bias_at is not None and ctx.needs[ctx.bias_at]:
+            out[ctx.bias_at] = y_bar.sum(axis=ctx.sum_axes).reshape(ctx.param_shape)
         return tuple(out)
 
     @classmethod
     def fragment(cls, ctx, y_bar):
         # the two erased numbers per group: a = mean(h), b = mean(h y_hat), h = y_bar * w
         xp = get_array_module(y_bar)
-        h = y_bar if ctx.iw is None else y_bar * cls._w(ctx)
-        return xp.stack([h.mean(axis=ctx.axes, keepdims=True), (h * ctx.yhat).mean(axis=ctx.axes, keepdims=True)])
+        h = y_bar if ctx.weight_at is None else y_bar * cls._w(ctx)
+        return xp.stack([h.mean(axis=ctx.group_axes, keepdims=True), (h * ctx.yhat).mean(axis=ctx.group_axes, keepdims=True)])
 
     @classmethod
     def vijp(cls, ctx, x_bar, fragment):
@@ -119,13 +123,13 @@ class _Normalize(Primitive):
         if fragment is None:
             raise cls.missing_fragment("two scalars per normalised group (the components of y_bar*w along 1 and "
                                        "along y_hat)")
-        if ctx.iw is not None:
+        if ctx.weight_at is not None:
             err = _zero_weight_error(cls.name, ctx.w)
             if err is not None:
                 raise err
         check_fragment(cls.name, fragment, (2,) + ctx.rstd.shape)
         h = x_bar / ctx.rstd + fragment[0] + fragment[1] * ctx.yhat
-        return h if ctx.iw is None else h / cls._w(ctx)
+        return h if ctx.weight_at is None else h / cls._w(ctx)
 
 
 def _check_affine(name, a, shape, what):
@@ -146,9 +150,9 @@ class LayerNorm(_Normalize):
         w, b = _affine_inputs(ctx, affine)
         _check_affine("layer_norm", w, shape, "weight")
         _check_affine("layer_norm", b, shape, "bias")
-        ctx.axes = tuple(range(x.ndim - k, x.ndim))
-        ctx.red = tuple(range(x.ndim - k))
-        ctx.bshape = ctx.pshape = shape
+        ctx.group_axes = tuple(range(x.ndim - k, x.ndim))
+        ctx.sum_axes = tuple(range(x.ndim - k))
+        ctx.affine_shape = ctx.param_shape = shape
         return _Normalize._normalize(ctx, x, w, b, eps)[0]
 
 
@@ -170,9 +174,9 @@ class BatchNorm(_Normalize):
         n = x.size // max(c, 1)
         if n <= 1:
             raise ShapeError(f"batch_norm: training needs more than one value per channel, got x {tuple(x.shape)}")
-        ctx.axes = ctx.red = (0,) + tuple(range(2, x.ndim))
-        ctx.bshape = (1, c) + (1,) * (x.ndim - 2)
-        ctx.pshape = (c,)
+        ctx.group_axes = ctx.sum_axes = (0,) + tuple(range(2, x.ndim))
+        ctx.affine_shape = (1, c) + (1,) * (x.ndim - 2)
+        ctx.param_shape = (c,)
         y, mean, var = _Normalize._normalize(ctx, x, w, b, eps)
         if running_mean is not None:
             running_mean *= 1 - momentum
@@ -199,36 +203,36 @@ class BatchNormEval(Primitive):
             if a is None and what.startswith("running"):
                 raise ShapeError("batch_norm: eval mode needs running_mean and running_var")
             _check_affine("batch_norm", a, (c,), what)
-        bshape = (1, c) + (1,) * (x.ndim - 2)
-        ctx.iw = 1 if w is not None else None
-        ctx.ib = 1 + (w is not None) if b is not None else None
-        ctx.bshape, ctx.red = bshape, (0,) + tuple(range(2, x.ndim))
-        rstd = (1 / xp.sqrt(running_var.astype(x.dtype) + eps)).reshape(bshape)
-        mean = running_mean.astype(x.dtype).reshape(bshape)
-        scale = rstd if w is None else rstd * w.reshape(bshape)
+        affine_shape = (1, c) + (1,) * (x.ndim - 2)
+        ctx.weight_at = 1 if w is not None else None
+        ctx.bias_at = 1 + (w is not None) if b is not None else None
+        ctx.affine_shape, ctx.sum_axes = affine_shape, (0,) + tuple(range(2, x.ndim))
+        rstd = (1 / xp.sqrt(running_var.astype(x.dtype) + eps)).reshape(affine_shape)
+        mean = running_mean.astype(x.dtype).reshape(affine_shape)
+        scale = rstd if w is None else rstd * w.reshape(affine_shape)
         ctx.save_for(0, scale=scale)
-        if ctx.iw is not None and ctx.needs[ctx.iw]:
+        if ctx.weight_at is not None and ctx.needs[ctx.weight_at]:
             ctx.save(xhat=(x - mean) * rstd)
         y = (x - mean) * scale
-        return y if b is None else y + b.reshape(bshape)
+        return y if b is None else y + b.reshape(affine_shape)
 
     @classmethod
     def jvp(cls, ctx, x_dot, *affine_dots):
-        w_dot = affine_dots[0] if ctx.iw is not None else None
-        b_dot = affine_dots[ctx.ib - 1] if ctx.ib is not None else None
+        w_dot = affine_dots[0] if ctx.weight_at is not None else None
+        b_dot = affine_dots[ctx.bias_at - 1] if ctx.bias_at is not None else None
         return add_terms(None if x_dot is None else x_dot * ctx.scale,
-                         None if w_dot is None else ctx.xhat * w_dot.reshape(ctx.bshape),
-                         None if b_dot is None else b_dot.reshape(ctx.bshape))
+                         None if w_dot is None else ctx.xhat * w_dot.reshape(ctx.affine_shape),
+                         None if b_dot is None else b_dot.reshape(ctx.affine_shape))
 
     @classmethod
     def vjp(cls, ctx, y_bar):
         out = [None] * len(ctx.needs)
         if ctx.needs[0]:
             out[0] = y_bar * ctx.scale
-        if ctx.iw is not None and ctx.needs[ctx.iw]:
-            out[ctx.iw] = (y_bar * ctx.xhat).sum(axis=ctx.red)
-        if ctx.ib is not None and ctx.needs[ctx.ib]:
-            out[ctx.ib] = y_bar.sum(axis=ctx.red)
+        if ctx.weight_at is not None and ctx.needs[ctx.weight_at]:
+            out[ctx.weight_at] = (y_bar * ctx.xhat).sum(axis=ctx.sum_axes)
+        if ctx.bias_at is not None and ctx.needs[ctx.bias_at]:
+            out[ctx.bias_at] = y_bar.sum(axis=ctx.sum_axes)
         return tuple(out)
 
     @classmethod

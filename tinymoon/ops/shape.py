@@ -19,11 +19,14 @@ from .base import Primitive, check_fragment
 
 
 def sum_to(g, shape):
-    """Sum g down to `shape` (the adjoint of broadcasting `shape` up to g.shape)."""
+    """Sum g down to `shape` (the adjoint of broadcasting `shape` up to g.shape): the engine un-broadcasts
+    every cotangent with it, once, and the rules that broadcast on their own use it too."""
     shape = tuple(shape)
     if g.shape == shape:
         return g
     lead = g.ndim - len(shape)
+    if lead < 0:
+        raise ShapeError(f"a cotangent of shape {g.shape} cannot be summed down to the input shape {shape}")
     axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
     if axes:
         g = g.sum(axis=axes, keepdims=True)

@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from .pipeline import load_stage, save_stage, stage_tick
+from .pipeline import resume_stages, save_stage, stage_tick
 from .stages import HeadStage, PetraError
 
 __all__ = ["MPIExecutor", "Channel", "PeerFailed", "PeerTimeout", "placement"]
@@ -483,17 +483,8 @@ class MPIExecutor:
                        self.meta)
 
     def resume(self, directory):
-        ticks = set()
-        for st in self.local:
-            t, f, b = load_stage(directory, st, self.meta)
-            ticks.add(t)
-            if f is not None:
-                self.box[st.index, "F"] = f
-            if b is not None:
-                self.box[st.index, "B"] = b
-        if len(ticks) > 1:
-            raise PetraError(f"rank {self.rank}: stage files in {directory} are from different ticks {sorted(ticks)}")
-        self.tick = ticks.pop() if ticks else 0
+        self.tick, inbox = resume_stages(directory, self.local, self.meta, f"rank {self.rank}")
+        self.box.update(inbox)
         return self
 
     def gather(self):

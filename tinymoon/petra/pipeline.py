@@ -14,7 +14,7 @@ import numpy as np
 from ..serialization import load, save
 from .stages import HeadStage, PetraError
 
-__all__ = ["stage_tick", "save_stage", "load_stage", "stage_file"]
+__all__ = ["stage_tick", "save_stage", "load_stage", "resume_stages", "stage_file"]
 
 
 def stage_tick(stage, schedule, t, fwd_in, bwd_in, batches=None, send_output_down=False):
@@ -88,3 +88,20 @@ def load_stage(directory, stage, meta=None):
                              f"(checkpoint, now): {diff}")
     stage.load_state_dict(ck["stage"])
     return int(ck["tick"]), _msg_load(ck["inbox"]["fwd"]), _msg_load(ck["inbox"]["bwd"])
+
+
+def resume_stages(directory, stages, meta, who="resume"):
+    """Restore `stages` from <directory> (load_stage each) — the simulator restores them all, an MPI rank its
+    own. Returns (tick, inbox): the one tick they were all saved at (0 when `stages` is empty) and the messages
+    they will consume then, {(j, "F"): ..., (j, "B"): ...}. Stage files from different ticks are refused."""
+    ticks, inbox = set(), {}
+    for st in stages:
+        t, f, b = load_stage(directory, st, meta)
+        ticks.add(t)
+        if f is not None:
+            inbox[st.index, "F"] = f
+        if b is not None:
+            inbox[st.index, "B"] = b
+    if len(ticks) > 1:
+        raise PetraError(f"{who}: the stage files in {directory} are from different ticks {sorted(ticks)}")
+    return (ticks.pop() if ticks else 0), inbox

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from .pipeline import load_stage, save_stage, stage_tick
+from .pipeline import resume_stages, save_stage, stage_tick
 from .stages import PetraError
 
 __all__ = ["Simulator"]
@@ -66,18 +66,7 @@ class Simulator:
             save_stage(directory, st, self.tick, self.mailbox.get((j, "F")), self.mailbox.get((j, "B")), self.meta)
 
     def resume(self, directory):
-        ticks = set()
-        self.mailbox = {}
-        for st in self.stages:
-            t, f, b = load_stage(directory, st, self.meta)
-            ticks.add(t)
-            if f is not None:
-                self.mailbox[st.index, "F"] = f
-            if b is not None:
-                self.mailbox[st.index, "B"] = b
-        if len(ticks) != 1:
-            raise PetraError(f"resume from {directory}: the stage files are from different ticks {sorted(ticks)}")
-        self.tick = ticks.pop()
+        self.tick, self.mailbox = resume_stages(directory, self.stages, self.meta)
         return self
 
     # ---- tracing ---------------------------------------------------------------------------------------

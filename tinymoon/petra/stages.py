@@ -65,38 +65,6 @@ def _keep_buffers(module):
             b[...] = old
 
 
-def _revblock_backward(block, y, y_bar, input_grad=True):
-    """Fused inversion + vjp of an additive coupling y1 = x1 + F(x2), y2 = x2 + G(y1) (nn.RevBlock).
-
-    Returns (x, x_bar): x2 = y2 - G(y1), x1 = y1 - F(x2) (the inverse, with the current F, G), and
-        ȳ1' = ȳ1 + ȳ2 ∂G/∂y1,   x̄1 = ȳ1',   x̄2 = ȳ2 + ȳ1' ∂F/∂x2,
-    while ∂_θG (at y1, cotangent ȳ2) and ∂_θF (at x2, cotangent ȳ1') are added into the parameters' .grad.
-    """
-    axis = block.split_axis % y.ndim
-    c1 = (y.shape[axis] + 1) // 2
-    head = (slice(None),) * axis
-    i1, i2 = head + (slice(0, c1),), head + (slice(c1, None),)
-    y1, y2 = y[i1], y[i2]
-    yb1, yb2 = y_bar[i1], y_bar[i2]
-    xp = np if isinstance(y, np.ndarray) else Tensor._wrap(y).xp
-    with enable_grad():
-        y1_t = _leaf(y1, True)
-        g = block.G(y1_t)
-        x2 = y2 - g.data                      # x2 = y2 - G(y1)
-        g.backward(yb2)                       # G's parameter gradient, and ȳ2 ∂G/∂y1 into y1_t.grad
-        yb1 = yb1 + y1_t.grad.data if y1_t.grad is not None else yb1
-        del g, y1_t
-        x2_t = _leaf(x2, input_grad)
-        f = block.F(x2_t)
-        x1 = y1 - f.data                      # x1 = y1 - F(x2)
-        f.backward(yb1)
-        x_bar = None
-        if input_grad:
-            xb2 = yb2 + x2_t.grad.data if x2_t.grad is not None else yb2
-            x_bar = xp.concatenate([yb1, xb2], axis=axis)
-    return xp.concatenate([x1, x2], axis=axis), x_bar
-
-
 class Stage:
     """One piece of the network: its layers, its optimiser, its gradient accumulator, its timers."""
     kind = "stage"
@@ -272,7 +240,7 @@ class ReversibleStage(Stage):
     def _layer_backward(layer, y, y_bar, input_grad):
         from ..nn import RevBlock
         if isinstance(layer, RevBlock):
-            return _revblock_backward(layer, y, y_bar, input_grad)
+            return layer.inverse_vjp(y, y_bar, input_grad)    # the block owns its fused inverse + vjp
         # any other invertible module: reconstruct, then recompute the forward with a tape (the "naive" way)
         with no_grad():
             x = layer.inverse(Tensor._wrap(y)).data
