@@ -78,8 +78,10 @@ def softplus1(xp, z):
 class Formula:
     """One activation: f(xp, x, **p) and f'(xp, x, y, **p) (y = f(x)), parameters with their defaults.
 
-    jumps(p): the points where f' is discontinuous. Piecewise-linear ones also have code(xp, x, **p) -> bool
-    (the exact mask), levels(p) -> (f' where code is 0, f' where code is 1), breakpoints(p), slopes(p).
+    jump_points(p): where f' is discontinuous. Piecewise-linear ones also have code_fn(xp, x, **p) -> bool (the
+    exact mask), levels_fn(p) -> (f' where the code is 0, where it is 1), breakpoints_fn(p), slopes_fn(p).
+    f_at / df_at / forward evaluate on any array for resolved parameters p; value / derivative / code / ...
+    are the host conveniences that check the parameters first.
     `error` is the exception class parameter checks raise (tinymoon.fewbit hands these out raising its own).
     """
     name: str
