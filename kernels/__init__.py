@@ -6,9 +6,12 @@ one per call (see there for the rules and how to force one).  docs/kernels.md ha
 
 Public API (the ops layer calls exactly these):
   matmul(a, b)
-  conv2d_forward(x, w, stride, padding, dilation, groups)
+  conv2d_forward(x, w, stride, padding, dilation, groups, bias=None)
   conv2d_grad_input(y_bar, w, x_shape, stride, padding, dilation, groups)
   conv2d_grad_weight(x, y_bar, w_shape, stride, padding, dilation, groups)
+  max_pool2d_forward(x, kernel, stride, padding) -> (y, idx) / max_pool2d_backward(idx, y_bar, x_shape, ...)
+  max_pool2d_gather(idx, a, kernel, stride, padding)
+  avg_pool2d_forward(x, kernel, stride, padding) / avg_pool2d_backward(y_bar, x_shape, kernel, stride, padding)
   pack_bits(mask) / unpack_bits(packed, n)
   pack_bins(idx, bits) / unpack_bins(packed, bits, n)
   act_forward(name, x, **params) -> (y, dydx)          name in COMPILED
@@ -25,9 +28,12 @@ from .conv import conv_params
 from .dispatch import available_impls, set_impl, use
 from .fewbit import check_fewbit
 from .activations import ACTIVATIONS
+from .pool import index_dtype, pool_params
 from .pointwise import COMPILED, check_float, parse_activation
 
-__all__ = ["matmul", "conv2d_forward", "conv2d_grad_input", "conv2d_grad_weight", "pack_bits", "unpack_bits",
+__all__ = ["matmul", "conv2d_forward", "conv2d_grad_input", "conv2d_grad_weight", "max_pool2d_forward",
+           "max_pool2d_backward", "max_pool2d_gather", "avg_pool2d_forward", "avg_pool2d_backward", "pack_bits",
+           "unpack_bits",
            "pack_bins", "unpack_bins", "act_forward", "relu_mask_forward", "masked_grad", "fewbit_forward",
            "fewbit_backward", "set_impl", "use", "available_impls", "ACTIVATIONS", "COMPILED", "VALID_BITS", "nbytes_for"]
 
@@ -44,12 +50,15 @@ def _same_float(what, *arrays):
                          f"{[str(a.dtype) for a in arrays]} (no silent promotion)")
 
 
-def conv2d_forward(x, w, stride, padding, dilation, groups):
-    """y (N, C_out, H_out, W_out) = conv of x (N, C_in, H, W) with w (C_out, C_in/groups, kh, kw).
+def conv2d_forward(x, w, stride, padding, dilation, groups, bias=None):
+    """y (N, C_out, H_out, W_out) = conv of x (N, C_in, H, W) with w (C_out, C_in/groups, kh, kw), plus bias
+    (C_out,) per output channel when given (added in the same pass where the implementation can).
     stride, dilation: (sh, sw); padding: ((top, bottom), (left, right)) zero padding."""
-    _same_float("conv2d_forward", x, w)
+    _same_float("conv2d_forward", x, w, *(() if bias is None else (bias,)))
     conv_params(x.shape, w.shape, stride, padding, dilation, groups)
-    return dispatch.call("conv2d_forward", (x, w), x, w, stride, padding, dilation, groups)
+    if bias is not None and tuple(bias.shape) != (w.shape[0],):
+        raise ValueError(f"conv2d_forward: bias must have shape ({w.shape[0]},), got {tuple(bias.shape)}")
+    return dispatch.call("conv2d_forward", (x, w), x, w, stride, padding, dilation, groups, bias=bias)
 
 
 def conv2d_grad_input(y_bar, w, x_shape, stride, padding, dilation, groups):
@@ -73,6 +82,59 @@ def conv2d_grad_weight(x, y_bar, w_shape, stride, padding, dilation, groups):
 def _check_y_bar(what, y_bar, shape):
     if tuple(y_bar.shape) != tuple(shape):
         raise ValueError(f"{what}: y_bar has shape {tuple(y_bar.shape)}, the convolution output is {tuple(shape)}")
+
+
+def _pool_args(what, x_shape, kernel, stride, padding):
+    kernel, stride, padding = (tuple(int(v) for v in p) for p in (kernel, stride, padding))
+    if not len(kernel) == len(stride) == len(padding) == 2:
+        raise ValueError(f"{what}: kernel, stride and padding must be pairs; got {kernel}, {stride}, {padding}")
+    return kernel, stride, padding, pool_params(tuple(x_shape), kernel, stride, padding)
+
+
+def _check_idx(what, idx, shape, kernel):
+    if tuple(idx.shape) != tuple(shape) or idx.dtype != index_dtype(kernel[0] * kernel[1]):
+        raise ValueError(f"{what}: idx must be the {index_dtype(kernel[0] * kernel[1])} array of shape {tuple(shape)} "
+                         f"that max_pool2d_forward returned; got {idx.dtype} {tuple(idx.shape)}")
+
+
+def max_pool2d_forward(x, kernel, stride, padding):
+    """(y, idx): y (N, C, H_out, W_out) the max over each window (padding = −inf), idx the argmax as the tap
+    i·kw + j in the smallest unsigned type for kh·kw taps.  Ties: the first maximum; NaN is the maximum."""
+    check_float(x, "max_pool2d_forward")
+    kernel, stride, padding, _ = _pool_args("max_pool2d_forward", x.shape, kernel, stride, padding)
+    return dispatch.call("max_pool2d_forward", (x,), x, kernel, stride, padding)
+
+
+def max_pool2d_backward(idx, y_bar, x_shape, kernel, stride, padding):
+    """x̄ (x_shape): ȳ added at each window's argmax."""
+    check_float(y_bar, "max_pool2d_backward")
+    kernel, stride, padding, out_hw = _pool_args("max_pool2d_backward", x_shape, kernel, stride, padding)
+    _check_y_bar("max_pool2d_backward", y_bar, tuple(x_shape[:2]) + out_hw)
+    _check_idx("max_pool2d_backward", idx, y_bar.shape, kernel)
+    return dispatch.call("max_pool2d_backward", (y_bar,), idx, y_bar, tuple(x_shape), kernel, stride, padding)
+
+
+def max_pool2d_gather(idx, a, kernel, stride, padding):
+    """a (input-shaped) at each window's argmax: the linear map y_dot = J a of max pooling."""
+    check_float(a, "max_pool2d_gather")
+    kernel, stride, padding, out_hw = _pool_args("max_pool2d_gather", a.shape, kernel, stride, padding)
+    _check_idx("max_pool2d_gather", idx, tuple(a.shape[:2]) + out_hw, kernel)
+    return dispatch.call("max_pool2d_gather", (a,), idx, a, kernel, stride, padding)
+
+
+def avg_pool2d_forward(x, kernel, stride, padding):
+    """y = the mean over each window, padding counted as 0 and the divisor always kh·kw."""
+    check_float(x, "avg_pool2d_forward")
+    kernel, stride, padding, _ = _pool_args("avg_pool2d_forward", x.shape, kernel, stride, padding)
+    return dispatch.call("avg_pool2d_forward", (x,), x, kernel, stride, padding)
+
+
+def avg_pool2d_backward(y_bar, x_shape, kernel, stride, padding):
+    """x̄[pixel] = Σ over the windows containing it of ȳ / (kh·kw)."""
+    check_float(y_bar, "avg_pool2d_backward")
+    kernel, stride, padding, out_hw = _pool_args("avg_pool2d_backward", x_shape, kernel, stride, padding)
+    _check_y_bar("avg_pool2d_backward", y_bar, tuple(x_shape[:2]) + out_hw)
+    return dispatch.call("avg_pool2d_backward", (y_bar,), y_bar, tuple(x_shape), kernel, stride, padding)
 
 
 def pack_bits(mask):

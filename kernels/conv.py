@@ -5,7 +5,7 @@ where o belongs to group g = o // Og (Og = C_out/groups, Cg = C_in/groups) and x
 zero padding (top, bottom) rows and (left, right) columns.  Output size per axis:
   H_out = ⌊(H + top + bottom − dh·(kh − 1) − 1) / sh⌋ + 1.
 
-Method (both implementations): im2col + GEMM.  Gather every receptive field into a column matrix
+The reference method (and the im2col path): im2col + GEMM.  Gather every receptive field into a column matrix
   cols[n, g, (c, i, j), (p, q)] = x_pad[n, g·Cg + c, p·sh + i·dh, q·sw + j·dw]     (N, G, K, L)
 with K = Cg·kh·kw and L = H_out·W_out.  Then the three maps are matrix products (BLAS does the flops):
   forward      y[n, g]   = W[g] @ cols[n, g]                    W[g] = w of group g as (Og, K)
@@ -15,17 +15,20 @@ with K = Cg·kh·kw and L = H_out·W_out.  Then the three maps are matrix produc
                tap, distinct output positions hit distinct pixels, so a slice `+=` is exact (no np.add.at).
 The batched matmuls need no transposed copies: numpy.matmul hands the transposed views to BLAS directly.
 
-Which CPU implementation is the default: see CPU_CHOICE in dispatch.py (measured by the kernels bench:
-the reference for forward and grad_weight, Numba for grad_input).
-The reference builds cols with one strided-view copy (as_strided over the padded input) and does col2im in
-kh·kw slice additions; the Numba version gathers cols in parallel over (n, c) planes with bounds checks
-instead of materialising the padded input, and does col2im per plane in parallel.  GEMMs stay in BLAS.
+CPU implementations: the reference (below) builds cols with one strided-view copy (as_strided over the padded
+input) and does col2im in kh·kw slice additions.  The Numba implementation (the default, dispatch.py) is
+two algorithms, picked per layer by `direct_wins`: the direct kernels of conv_direct.py (no column matrix)
+and an im2col + BLAS path that builds the column matrix a chunk of samples at a time (cache-sized) with
+parallel Numba gathers, and scatters col2im per (n, c) plane.  `python -m tinymoon.bench kernels
+--sections conv2d` measures all of them against each other and PyTorch (docs/kernels.md).
 
 The reference functions are written against an array module `xp` (numpy or cupy), so the CuPy
 implementation is the same code on the GPU (cuBLAS for the GEMMs).
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uintp
+
+from .threads import kernel
 
 
 def _pair(v, what):
@@ -84,12 +87,18 @@ def _cols_reference(x, kh, kw, stride, padding, dilation, groups, out_hw):
     return xp.ascontiguousarray(windows).reshape(n, groups, cg * kh * kw, out_hw[0] * out_hw[1])
 
 
-def conv2d_forward_reference(x, w, stride, padding, dilation, groups):
+def conv2d_forward_reference(x, w, stride, padding, dilation, groups, bias=None):
     stride, padding, dilation, groups, out_hw = conv_params(x.shape, w.shape, stride, padding, dilation, groups)
     c_out, cg, kh, kw = w.shape
     cols = _cols_reference(x, kh, kw, stride, padding, dilation, groups, out_hw)
     y = _xp(x).matmul(w.reshape(groups, c_out // groups, cg * kh * kw), cols)  # (N, G, Og, L)
-    return y.reshape((x.shape[0], c_out) + out_hw)
+    return _add_bias(y.reshape((x.shape[0], c_out) + out_hw), bias)
+
+
+def _add_bias(y, bias):
+    if bias is not None:
+        y += bias.reshape(1, -1, 1, 1)          # y is fresh: in place, no second output array
+    return y
 
 
 def conv2d_grad_weight_reference(x, y_bar, w_shape, stride, padding, dilation, groups):
@@ -130,77 +139,158 @@ def conv2d_grad_input_reference(y_bar, w, x_shape, stride, padding, dilation, gr
 
 
 # ---------------------------------------------------------------------------------------------- numba CPU
-@njit(parallel=True, cache=True)
-def _im2col(x, kh, kw, sh, sw, pt, pl, dh, dw, cols):
-    # cols (N, C, kh, kw, Ho, Wo): entries that fall in the zero padding are written as 0.
-    n, c, h, wd = x.shape
+# Two algorithms, one picked per layer by `direct_wins` (measured: `python -m tinymoon.bench kernels`):
+#  - direct (conv_direct.py): no column matrix; wins wherever the per-group products are small or middling
+#    (grouped, few channels, stride 2, and the 32 -> 64 3x3 layer itself);
+#  - im2col + BLAS (below): the column matrix built a chunk of samples at a time, so that it stays in cache
+#    while BLAS reads it; wins once C_in/groups · kh · kw is large (256 -> 256 3x3 and up).
+# Indices in the loops are unsigned (uintp): Numba's wraparound test on signed indices blocks vectorisation.
+DIRECT_MAX_K = 2304      # C_in/groups · kh · kw up to which the direct kernels win (256 channels, 3x3)
+CHUNK_BYTES = 2 << 20    # column-matrix chunk: a few samples, about L2-sized
+
+
+def direct_wins(w_shape, groups):
+    c_out, cg, kh, kw = w_shape
+    return cg * kh * kw <= DIRECT_MAX_K
+
+
+@njit(inline="always")
+def _valid_q(j, sw, pl, dw, wd, wo):
+    """Output columns q in [q0, q1) whose tap j reads inside the row: 0 <= q·sw − pl + j·dw < wd."""
+    off = j * dw - pl
+    q0 = 0 if off >= 0 else (-off + sw - 1) // sw
+    q1 = min(wo, (wd - 1 - off) // sw + 1) if wd - 1 - off >= 0 else 0
+    return q0, max(q0, q1), off
+
+
+@kernel(boundscheck=False)
+def _im2col(x, n0, kh, kw, sh, sw, pt, pl, dh, dw, cols):
+    # cols (nb, C, kh, kw, Ho, Wo) for samples n0 .. n0 + nb; entries in the zero padding are written as 0
+    nb, c = cols.shape[0], cols.shape[1]
+    h, wd = x.shape[2], x.shape[3]
     ho_n, wo_n = cols.shape[4], cols.shape[5]
-    for nc in prange(n * c):
-        b, ch = nc // c, nc % c
+    for bc in prange(nb * c):
+        b, ch = bc // c, bc % c
         for i in range(kh):
             for j in range(kw):
+                q0, q1, off = _valid_q(j, sw, pl, dw, wd, wo_n)
                 for p in range(ho_n):
+                    row = cols[b, ch, i, j, p]
                     hi = p * sh - pt + i * dh
-                    for q in range(wo_n):
-                        wi = q * sw - pl + j * dw
-                        if 0 <= hi < h and 0 <= wi < wd:
-                            cols[b, ch, i, j, p, q] = x[b, ch, hi, wi]
-                        else:
-                            cols[b, ch, i, j, p, q] = 0
+                    if hi < 0 or hi >= h:
+                        row[:] = 0
+                        continue
+                    xr = x[n0 + b, ch, hi]
+                    for q in range(uintp(q0)):
+                        row[q] = 0
+                    base, start = uintp(q0 * sw + off), uintp(q0)      # column of x read by q0 (>= 0)
+                    for k in range(uintp(q1 - q0)):
+                        row[start + k] = xr[base + k * uintp(sw)]
+                    for q in range(uintp(q1), uintp(wo_n)):
+                        row[q] = 0
 
 
-@njit(parallel=True, cache=True)
-def _col2im(dcols, sh, sw, pt, pl, dh, dw, x_bar):
+@kernel(boundscheck=False)
+def _col2im(dcols, n0, sh, sw, pt, pl, dh, dw, x_bar):
     # one (n, c) plane per iteration: the scatter-adds of a plane never leave it, so no races.
-    n, c, h, wd = x_bar.shape
-    kh, kw, ho_n, wo_n = dcols.shape[2], dcols.shape[3], dcols.shape[4], dcols.shape[5]
-    for nc in prange(n * c):
-        b, ch = nc // c, nc % c
-        for hi in range(h):
-            for wi in range(wd):
-                x_bar[b, ch, hi, wi] = 0
+    nb, c, kh, kw, ho_n, wo_n = dcols.shape
+    h, wd = x_bar.shape[2], x_bar.shape[3]
+    for bc in prange(nb * c):
+        b, ch = bc // c, bc % c
+        plane = x_bar[n0 + b, ch]
+        plane[:] = 0
         for i in range(kh):
             for j in range(kw):
+                q0, q1, off = _valid_q(j, sw, pl, dw, wd, wo_n)
                 for p in range(ho_n):
                     hi = p * sh - pt + i * dh
                     if 0 <= hi < h:
-                        for q in range(wo_n):
-                            wi = q * sw - pl + j * dw
-                            if 0 <= wi < wd:
-                                x_bar[b, ch, hi, wi] += dcols[b, ch, i, j, p, q]
+                        xr = plane[hi]
+                        src = dcols[b, ch, i, j, p]
+                        base, start = uintp(q0 * sw + off), uintp(q0)
+                        for k in range(uintp(q1 - q0)):
+                            xr[base + k * uintp(sw)] += src[start + k]
 
 
-def _cols_numba(x, kh, kw, stride, padding, dilation, groups, out_hw):
-    n, c = x.shape[:2]
-    cols = np.empty((n, c, kh, kw) + out_hw, x.dtype)
-    _im2col(np.ascontiguousarray(x), kh, kw, stride[0], stride[1], padding[0][0], padding[1][0],
-            dilation[0], dilation[1], cols)
-    return cols.reshape(n, groups, (c // groups) * kh * kw, out_hw[0] * out_hw[1])
+def _chunk(n, c, kh, kw, out_hw, itemsize):
+    per_sample = c * kh * kw * out_hw[0] * out_hw[1] * itemsize
+    return max(1, min(n, CHUNK_BYTES // max(per_sample, 1)))
 
 
-def conv2d_forward_numba(x, w, stride, padding, dilation, groups):
+def _cols_chunk(x, n0, nb, kh, kw, stride, padding, dilation, out_hw, buf):
+    cols = buf[:nb]
+    _im2col(x, n0, kh, kw, stride[0], stride[1], padding[0][0], padding[1][0], dilation[0], dilation[1], cols)
+    return cols
+
+
+def conv2d_forward_im2col(x, w, stride, padding, dilation, groups, bias=None):
     stride, padding, dilation, groups, out_hw = conv_params(x.shape, w.shape, stride, padding, dilation, groups)
     c_out, cg, kh, kw = w.shape
-    cols = _cols_numba(x, kh, kw, stride, padding, dilation, groups, out_hw)
-    y = np.matmul(w.reshape(groups, c_out // groups, cg * kh * kw), cols)
-    return y.reshape((x.shape[0], c_out) + out_hw)
+    n, c = x.shape[:2]
+    x = np.ascontiguousarray(x)
+    nb = _chunk(n, c, kh, kw, out_hw, x.itemsize)
+    buf = np.empty((nb, c, kh, kw) + out_hw, x.dtype)
+    wg = w.reshape(groups, c_out // groups, cg * kh * kw)
+    y = np.empty((n, groups, c_out // groups, out_hw[0] * out_hw[1]), x.dtype)
+    for n0 in range(0, n, nb):
+        m = min(nb, n - n0)
+        cols = _cols_chunk(x, n0, m, kh, kw, stride, padding, dilation, out_hw, buf)
+        np.matmul(wg, cols.reshape(m, groups, cg * kh * kw, -1), out=y[n0:n0 + m])
+    return _add_bias(y.reshape((n, c_out) + out_hw), bias)
 
 
-def conv2d_grad_weight_numba(x, y_bar, w_shape, stride, padding, dilation, groups):
+def conv2d_grad_weight_im2col(x, y_bar, w_shape, stride, padding, dilation, groups):
     stride, padding, dilation, groups, out_hw = conv_params(x.shape, w_shape, stride, padding, dilation, groups)
     c_out, cg, kh, kw = w_shape
-    cols = _cols_numba(x, kh, kw, stride, padding, dilation, groups, out_hw)
-    g = y_bar.reshape(x.shape[0], groups, c_out // groups, -1)
-    return np.matmul(g, cols.transpose(0, 1, 3, 2)).sum(axis=0).reshape(w_shape)
+    n, c = x.shape[:2]
+    x = np.ascontiguousarray(x)
+    nb = _chunk(n, c, kh, kw, out_hw, x.itemsize)
+    buf = np.empty((nb, c, kh, kw) + out_hw, x.dtype)
+    g = y_bar.reshape(n, groups, c_out // groups, -1)
+    w_bar = np.zeros((groups, c_out // groups, cg * kh * kw), x.dtype)
+    for n0 in range(0, n, nb):
+        m = min(nb, n - n0)
+        cols = _cols_chunk(x, n0, m, kh, kw, stride, padding, dilation, out_hw, buf)
+        # w̄[g] += Σ_n ȳ[n,g] @ cols[n,g]ᵀ over the chunk
+        w_bar += np.matmul(g[n0:n0 + m], cols.reshape(m, groups, cg * kh * kw, -1).transpose(0, 1, 3, 2)).sum(0)
+    return w_bar.reshape(w_shape)
 
 
-def conv2d_grad_input_numba(y_bar, w, x_shape, stride, padding, dilation, groups):
+def conv2d_grad_input_im2col(y_bar, w, x_shape, stride, padding, dilation, groups):
     x_shape = tuple(x_shape)
     stride, padding, dilation, groups, out_hw = conv_params(x_shape, w.shape, stride, padding, dilation, groups)
     c_out, cg, kh, kw = w.shape
     n, c = x_shape[:2]
+    nb = _chunk(n, c, kh, kw, out_hw, y_bar.itemsize)
     wg = np.ascontiguousarray(w.reshape(groups, c_out // groups, cg * kh * kw).transpose(0, 2, 1))
-    dcols = np.matmul(wg, y_bar.reshape(n, groups, c_out // groups, -1)).reshape((n, c, kh, kw) + out_hw)
+    g = np.ascontiguousarray(y_bar).reshape(n, groups, c_out // groups, -1)
+    dcols = np.empty((nb, groups, cg * kh * kw, out_hw[0] * out_hw[1]), y_bar.dtype)
     x_bar = np.empty(x_shape, y_bar.dtype)
-    _col2im(dcols, stride[0], stride[1], padding[0][0], padding[1][0], dilation[0], dilation[1], x_bar)
+    for n0 in range(0, n, nb):
+        m = min(nb, n - n0)
+        np.matmul(wg, g[n0:n0 + m], out=dcols[:m])
+        _col2im(dcols[:m].reshape((m, c, kh, kw) + out_hw), n0, stride[0], stride[1], padding[0][0],
+                padding[1][0], dilation[0], dilation[1], x_bar)
     return x_bar
+
+
+def conv2d_forward_numba(x, w, stride, padding, dilation, groups, bias=None):
+    if direct_wins(w.shape, groups):
+        return conv2d_forward_direct(x, w, stride, padding, dilation, groups, bias)
+    return conv2d_forward_im2col(x, w, stride, padding, dilation, groups, bias)
+
+
+def conv2d_grad_weight_numba(x, y_bar, w_shape, stride, padding, dilation, groups):
+    if direct_wins(w_shape, groups):
+        return conv2d_grad_weight_direct(x, y_bar, w_shape, stride, padding, dilation, groups)
+    return conv2d_grad_weight_im2col(x, y_bar, w_shape, stride, padding, dilation, groups)
+
+
+def conv2d_grad_input_numba(y_bar, w, x_shape, stride, padding, dilation, groups):
+    if direct_wins(w.shape, groups):
+        return conv2d_grad_input_direct(y_bar, w, x_shape, stride, padding, dilation, groups)
+    return conv2d_grad_input_im2col(y_bar, w, x_shape, stride, padding, dilation, groups)
+
+
+from .conv_direct import (conv2d_forward_direct, conv2d_grad_input_direct,  # noqa: E402  (imports conv_params)
+                          conv2d_grad_weight_direct)

@@ -1,13 +1,14 @@
 """The "cupy" implementation: CuPy library calls (cuBLAS for matmul and the conv GEMMs) plus one fused
 ElementwiseKernel for the activations.  Only runs with CuPy and a GPU; its tests are marked `gpu`.
 
-Conv and bit packing reuse the xp-generic reference code (conv.py, bitpack.py) with xp = cupy.
+Conv, pooling and bit packing reuse the xp-generic reference code (conv.py, pool.py, bitpack.py) with
+xp = cupy.
 """
 import functools
 
 import numpy as np
 
-from . import bitpack, conv
+from . import bitpack, conv, pool
 from .activations import ACTIVATIONS
 from .pointwise import COMPILED, parse_activation
 
@@ -24,6 +25,11 @@ def matmul_cupy(a, b):
 conv2d_forward_cupy = conv.conv2d_forward_reference
 conv2d_grad_input_cupy = conv.conv2d_grad_input_reference
 conv2d_grad_weight_cupy = conv.conv2d_grad_weight_reference
+max_pool2d_forward_cupy = pool.max_pool2d_forward_reference
+max_pool2d_backward_cupy = pool.max_pool2d_backward_reference
+max_pool2d_gather_cupy = pool.max_pool2d_gather_reference
+avg_pool2d_forward_cupy = pool.avg_pool2d_forward_reference
+avg_pool2d_backward_cupy = pool.avg_pool2d_backward_reference
 pack_bits_cupy = bitpack.pack_bits_reference
 unpack_bits_cupy = bitpack.unpack_bits_reference
 pack_bins_cupy = bitpack.pack_bins_reference

@@ -24,43 +24,65 @@ import numpy as np
 IMPLS = ("reference", "numba", "cuda", "cupy")
 ENV_VAR = "TINYMOON_KERNELS"
 
-OPS = ("matmul", "conv2d_forward", "conv2d_grad_input", "conv2d_grad_weight", "pack_bits", "unpack_bits",
-       "pack_bins", "unpack_bins", "act_forward", "relu_mask_forward", "masked_grad", "fewbit_forward",
-       "fewbit_backward")
+OPS = ("matmul", "conv2d_forward", "conv2d_grad_input", "conv2d_grad_weight", "max_pool2d_forward",
+       "max_pool2d_backward", "max_pool2d_gather", "avg_pool2d_forward", "avg_pool2d_backward", "pack_bits",
+       "unpack_bits", "pack_bins", "unpack_bins", "act_forward", "relu_mask_forward", "masked_grad",
+       "fewbit_forward", "fewbit_backward")
 
 # module per implementation, and the function name pattern inside it
 _MODULES = {"reference": None, "numba": None, "cuda": "cuda", "cupy": "cupy_impl"}
 _FAMILY = {"matmul": "gemm", "conv2d_forward": "conv", "conv2d_grad_input": "conv",
-           "conv2d_grad_weight": "conv", "pack_bits": "bitpack", "unpack_bits": "bitpack",
+           "conv2d_grad_weight": "conv", "max_pool2d_forward": "pool", "max_pool2d_backward": "pool",
+           "max_pool2d_gather": "pool", "avg_pool2d_forward": "pool", "avg_pool2d_backward": "pool",
+           "pack_bits": "bitpack", "unpack_bits": "bitpack",
            "pack_bins": "bitpack", "unpack_bins": "bitpack", "act_forward": "pointwise",
            "relu_mask_forward": "pointwise", "masked_grad": "pointwise", "fewbit_forward": "fewbit",
            "fewbit_backward": "fewbit"}
 _FUNC = {"act_forward": "act"}  # act_forward's implementations are called act_<impl>
 
 # Default on host arrays: op -> (implementation, minimum element count; below it "reference").
-# Backed by `python -m tinymoon.bench kernels` (docs/kernels.md), 2-core CPU, 2026-11-21:
-#  - matmul: BLAS always wins (3.6-4.5x over the Numba blocked kernel); Numba is for reading and checking.
-#  - conv2d: both are im2col + the same BLAS GEMMs.  grad_input: Numba's parallel per-plane col2im beats
-#    kh*kw strided NumPy slice additions on the dense and grouped layers (1.6-3x; lost 0.9x on a small
-#    strided one).  forward / grad_weight: the reference's single strided copy won on the dense layers
-#    (the main case: batch 64, 32->64, 28x28) and lost on the grouped one; we pick by the main case.
-#  - act_forward, relu mask, fewbit, pack_bins: the fused one-pass Numba kernels win (1.5-7.6x) once the
-#    array amortises the thread launch (~10 µs); plain masks: np.packbits/unpackbits (SIMD) win.
+# Backed by `python -m tinymoon.bench kernels` (docs/kernels.md), 2-core CPU:
+#  - matmul: BLAS always wins (3.6-6x over the Numba blocked kernel); Numba is for reading and checking.
+#  - conv2d: the Numba implementation (direct kernels, or im2col + BLAS for wide layers: conv.direct_wins)
+#    beats the reference's strided im2col + batched GEMMs on every layer measured, and the reference beats
+#    nothing at small sizes either (its NumPy passes cost tens of µs).  Pooling: the one-pass Numba kernels.
+#    Both are threads.Kernel: serial below the pool's break-even work, parallel above, so no threshold here.
+#  - relu mask / masked_grad: threads.Kernel too (a serial call costs ~0.2 µs, less than NumPy's passes).
+#  - act_forward, fewbit, pack_bins: plain parallel kernels, which win (1.5-7.6x) once the array amortises
+#    the pool's launch; that launch costs ~4x more under the workqueue layer than under OpenMP, so the
+#    threshold is scaled by LAUNCH_SCALE (see _rescale).  Plain masks: np.packbits/unpackbits (SIMD) win.
 CPU_CHOICE = {
     "matmul": ("reference", 0),
-    "conv2d_forward": ("reference", 0),
-    "conv2d_grad_input": ("numba", 1 << 16),
-    "conv2d_grad_weight": ("reference", 0),
+    "conv2d_forward": ("numba", 0),
+    "conv2d_grad_input": ("numba", 0),
+    "conv2d_grad_weight": ("numba", 0),
+    "max_pool2d_forward": ("numba", 0),
+    "max_pool2d_backward": ("numba", 0),
+    "max_pool2d_gather": ("numba", 0),
+    "avg_pool2d_forward": ("numba", 0),
+    "avg_pool2d_backward": ("numba", 0),
     "pack_bits": ("reference", 0),
     "unpack_bits": ("reference", 0),
     "pack_bins": ("numba", 1 << 12),
     "unpack_bins": ("numba", 1 << 12),
     "act_forward": ("numba", 1 << 14),
-    "relu_mask_forward": ("numba", 1 << 14),
-    "masked_grad": ("numba", 1 << 14),
+    "relu_mask_forward": ("numba", 0),
+    "masked_grad": ("numba", 0),
     "fewbit_forward": ("numba", 1 << 12),
     "fewbit_backward": ("numba", 1 << 12),
 }
+# measured launch cost relative to OpenMP's (`bench kernels --sections launch`): the thresholds above are
+# OpenMP's and scale by this once the layer is known
+LAUNCH_SCALE = {"workqueue": 4}
+_cpu = dict(CPU_CHOICE)          # CPU_CHOICE as it applies to this process's threading layer
+
+
+def _rescale():
+    from numba import config
+    k = LAUNCH_SCALE.get(config.THREADING_LAYER, 1)
+    _cpu.clear()
+    _cpu.update({op: (impl, n * k) for op, (impl, n) in CPU_CHOICE.items()})
+
 
 _context = contextvars.ContextVar("tinymoon_kernels_impl", default=None)
 _global = None
@@ -147,10 +169,10 @@ def choose(op, *arrays):
     if _context.get() is None and _global is None and ENV_VAR not in os.environ:
         # the common case, kept cheap (it runs for every small op): host arrays, nothing forced
         if len(arrays) == 1 and type(arrays[0]) is np.ndarray:
-            impl, min_size = CPU_CHOICE[op]
+            impl, min_size = _cpu[op]
             return impl if arrays[0].size >= min_size else "reference"
         if all(type(a) is np.ndarray for a in arrays):
-            impl, min_size = CPU_CHOICE[op]
+            impl, min_size = _cpu[op]
             return impl if min_size == 0 or _size(arrays) >= min_size else "reference"
     kinds = {array_kind(a) for a in arrays}
     name = forced()
@@ -159,7 +181,7 @@ def choose(op, *arrays):
             return "cupy"
         if "device" in kinds:
             return "cuda"
-        impl, min_size = CPU_CHOICE[op]
+        impl, min_size = _cpu[op]
         return impl if _size(arrays) >= min_size else "reference"
     on_device = kinds & {"cupy", "device"}
     if name in ("reference", "numba") and on_device:
@@ -184,7 +206,7 @@ def choose(op, *arrays):
 _resolved = {}
 
 
-OMP_POLICY_SET_HERE = False     # True once _choose_threading_layer has set OMP_WAIT_POLICY itself
+OMP_POLICY_SET_HERE = False     # True once this module has set OMP_WAIT_POLICY itself
 
 
 def _foreign_openmp_loaded():
@@ -211,17 +233,32 @@ def _choose_threading_layer():
       ~10% slower than OpenMP on memory-bound kernels otherwise, so it is not the default.  It cannot take
       concurrent launches from several threads; ours cannot happen, as these kernels hold the GIL.
     A user's NUMBA_THREADING_LAYER always wins."""
+    _quiet_openmp()
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        from numba import config
+        from numba.np.ufunc import parallel
+        if not getattr(parallel, "_is_initialized", False) and config.THREADING_LAYER == "default" \
+                and _foreign_openmp_loaded():
+            config.THREADING_LAYER = "workqueue"
+    _rescale()
+
+
+def _quiet_openmp():
+    """OMP_WAIT_POLICY=PASSIVE unless the user chose a policy.  An OpenMP runtime reads it once, when it
+    loads: Numba's at its first parallel launch, PyTorch's libgomp at `import torch`.  So it is set when
+    tinymoon.kernels is imported (below) — a process that imports tinymoon before torch gets idle workers
+    that sleep in *both* runtimes, and a benchmark against PyTorch in one process measures the same thing
+    every run — and again before Numba's first launch, in case someone removed it in between."""
     global OMP_POLICY_SET_HERE
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
         OMP_POLICY_SET_HERE = True
-    if "NUMBA_THREADING_LAYER" in os.environ:
-        return
-    from numba import config
-    from numba.np.ufunc import parallel
-    if not getattr(parallel, "_is_initialized", False) and config.THREADING_LAYER == "default" \
-            and _foreign_openmp_loaded():
-        config.THREADING_LAYER = "workqueue"
+
+
+# Was another OpenMP runtime loaded before us (then its wait policy is whatever it read at its load)?
+FOREIGN_OPENMP_AT_IMPORT = _foreign_openmp_loaded()
+_quiet_openmp()
+_rescale()
 
 
 def resolve(op, impl):

@@ -14,6 +14,8 @@ Parallelism: one (batch, row-block) pair per prange iteration; every iteration w
 import numpy as np
 from numba import njit, prange
 
+from . import blas
+
 BM, BK = 32, 128
 
 
@@ -35,7 +37,8 @@ def broadcast_operands(a, b):
 
 
 def matmul_reference(a, b):
-    return np.matmul(a, b)
+    # np.matmul; small products on one OpenBLAS thread (blas.py: its spinning workers starve Numba's)
+    return blas.matmul(a, b)
 
 
 @njit(parallel=True, cache=True)

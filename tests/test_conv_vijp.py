@@ -166,3 +166,21 @@ def test_vijp_along_a_chain_of_layers():
     def f(v):
         return tm.avg_pool2d(tm.conv2d(tm.leaky_relu(tm.conv2d(v, w1), 0.5), w2, padding=1), 2)
     check_grads(f, [x], modes=("vijp",))
+
+
+def test_vijp_solvers_count_in_saved_bytes():
+    """The factorisations a conv vijp caches on its context are residuals too: counted, then released."""
+    import tinymoon as tm
+    rng = np.random.default_rng(0)
+    w = tm.tensor(rng.standard_normal((4, 4, 3, 3)) * 0.1 + np.eye(4)[:, :, None, None] * np.pad(
+        np.ones((1, 1)), 1)[None, None])
+    x = rng.standard_normal((2, 4, 6, 6))
+    out, vf = tm.vijp(lambda v: tm.conv2d(v, w, padding="same", padding_mode="circular"), x)
+    before = tm.memory.saved_bytes()
+    vf(rng.standard_normal((2, 4, 6, 6)))
+    grown = tm.memory.saved_bytes() - before
+    assert grown >= 6 * 4 * 4 * 4 * 16                 # at least the per-frequency right inverses (complex128)
+    del vf, out
+    import gc
+    gc.collect()
+    assert tm.memory.saved_bytes() <= before

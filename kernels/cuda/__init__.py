@@ -12,3 +12,5 @@ from .conv import conv2d_forward_cuda, conv2d_grad_input_cuda, conv2d_grad_weigh
 from .fewbit import fewbit_backward_cuda, fewbit_forward_cuda
 from .gemm import matmul_cuda
 from .pointwise import act_cuda, masked_grad_cuda, relu_mask_forward_cuda
+from .pool import (avg_pool2d_backward_cuda, avg_pool2d_forward_cuda, max_pool2d_backward_cuda,
+                   max_pool2d_forward_cuda, max_pool2d_gather_cuda)

@@ -105,12 +105,14 @@ def _scalars(stride, padding, dilation):
     return stride[0], stride[1], padding[0][0], padding[1][0], dilation[0], dilation[1]
 
 
-def conv2d_forward_cuda(x, w, stride, padding, dilation, groups):
+def conv2d_forward_cuda(x, w, stride, padding, dilation, groups, bias=None):
     stride, padding, dilation, groups, out_hw = conv_params(x.shape, w.shape, stride, padding, dilation, groups)
     xp = xp_of(x)
     y = xp.empty((x.shape[0], w.shape[0]) + out_hw, x.dtype)
     _forward(x.dtype)[blocks(y.size), THREADS](arg(xp.ascontiguousarray(x)), arg(xp.ascontiguousarray(w)),
                                                *_scalars(stride, padding, dilation), y)
+    if bias is not None:
+        y += bias.reshape(1, -1, 1, 1)
     return y
 
 

@@ -12,7 +12,7 @@ import numpy as np
 assert os.environ.get("NUMBA_ENABLE_CUDASIM") == "1", "run me with NUMBA_ENABLE_CUDASIM=1"
 
 import tinymoon.kernels as K  # noqa: E402
-from tinymoon.kernels import conv as C, dispatch, fewbit as F, pointwise as P  # noqa: E402
+from tinymoon.kernels import conv as C, dispatch, fewbit as F, pointwise as P, pool as PL  # noqa: E402
 
 rng = np.random.default_rng(0)
 TOL = {np.float32: dict(rtol=1e-4, atol=1e-5), np.float64: dict(rtol=1e-11, atol=1e-12)}
@@ -38,14 +38,42 @@ def check_conv():
         x, w = rng.standard_normal(xs).astype(dt), rng.standard_normal(ws).astype(dt)
         y_ref = C.conv2d_forward_reference(x, w, *args)
         y_bar = rng.standard_normal(y_ref.shape).astype(dt)
+        b = rng.standard_normal(ws[0]).astype(dt)
         with K.use("cuda"):
             y = K.conv2d_forward(x, w, *args)
+            yb = K.conv2d_forward(x, w, *args, bias=b)
             x_bar = K.conv2d_grad_input(y_bar, w, x.shape, *args)
             w_bar = K.conv2d_grad_weight(x, y_bar, w.shape, *args)
-        for got, want in [(y, y_ref), (x_bar, C.conv2d_grad_input_reference(y_bar, w, x.shape, *args)),
+        for got, want in [(y, y_ref), (yb, y_ref + b.reshape(1, -1, 1, 1)), (x_bar, C.conv2d_grad_input_reference(y_bar, w, x.shape, *args)),
                           (w_bar, C.conv2d_grad_weight_reference(x, y_bar, w.shape, *args))]:
             assert got.dtype == dt and got.shape == want.shape
             np.testing.assert_allclose(got, want, **TOL[dt])
+
+
+def check_pool():
+    # overlapping and non-overlapping windows, padding, ties, NaN, a window of only -inf, both dtypes
+    cases = [((2, 3, 7, 6), (3, 2), (2, 1), (1, 1), np.float64), ((1, 2, 5, 5), (2, 2), (2, 2), (0, 0), np.float32),
+             ((1, 1, 4, 6), (3, 3), (1, 2), (1, 0), np.float32)]
+    for xs, k, s, p, dt in cases:
+        x = np.round(rng.standard_normal(xs) * 2).astype(dt)      # rounded: ties
+        x.flat[3] = np.nan
+        x[..., 0, :] = -np.inf
+        y_ref, idx_ref = PL.max_pool2d_forward_reference(x, k, s, p)
+        y_bar = rng.standard_normal(y_ref.shape).astype(dt)
+        a = rng.standard_normal(xs).astype(dt)
+        with K.use("cuda"):
+            y, idx = K.max_pool2d_forward(x, k, s, p)
+            x_bar = K.max_pool2d_backward(idx_ref, y_bar, xs, k, s, p)
+            got = K.max_pool2d_gather(idx_ref, a, k, s, p)
+            ya = K.avg_pool2d_forward(a, k, s, p)
+            xa = K.avg_pool2d_backward(y_bar, xs, k, s, p)
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(idx, idx_ref)
+        assert idx.dtype == idx_ref.dtype == np.uint8
+        np.testing.assert_allclose(x_bar, PL.max_pool2d_backward_reference(idx_ref, y_bar, xs, k, s, p), **TOL[dt])
+        np.testing.assert_array_equal(got, PL.max_pool2d_gather_reference(idx_ref, a, k, s, p))
+        np.testing.assert_allclose(ya, PL.avg_pool2d_forward_reference(a, k, s, p), **TOL[dt])
+        np.testing.assert_allclose(xa, PL.avg_pool2d_backward_reference(y_bar, xs, k, s, p), **TOL[dt])
 
 
 def check_pointwise():
@@ -103,7 +131,7 @@ def check_default_stays_on_cpu():
 
 
 if __name__ == "__main__":
-    for check in (check_matmul, check_conv, check_pointwise, check_bitpack_and_fewbit, check_default_stays_on_cpu):
+    for check in (check_matmul, check_conv, check_pool, check_pointwise, check_bitpack_and_fewbit, check_default_stays_on_cpu):
         check()
         print(check.__name__, "ok", flush=True)
     print("ALL OK")

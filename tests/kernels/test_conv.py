@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import tinymoon.kernels as K
-from tinymoon.kernels import conv as C
+from tinymoon.kernels import conv as C, threads
 
 # kernels tests: deterministic examples, no example database, no deadline (first calls compile)
 KSET = settings(deadline=None, max_examples=30, derandomize=True, database=None)
@@ -73,18 +73,87 @@ def test_reference_matches_naive_and_adjoint(case):
     np.testing.assert_allclose(lhs, rhs, rtol=1e-10, atol=1e-10)
 
 
-@KSET
-@given(case=conv_cases())
-def test_numba_matches_reference(case):
-    x, w, args, rng = case
-    y = C.conv2d_forward_reference(x, w, *args)
-    y_bar = rng.standard_normal(y.shape).astype(x.dtype)
-    pairs = [(C.conv2d_forward_numba(x, w, *args), y),
-             (C.conv2d_grad_input_numba(y_bar, w, x.shape, *args), C.conv2d_grad_input_reference(y_bar, w, x.shape, *args)),
-             (C.conv2d_grad_weight_numba(x, y_bar, w.shape, *args), C.conv2d_grad_weight_reference(x, y_bar, w.shape, *args))]
-    for got, want in pairs:
-        assert got.dtype == want.dtype == x.dtype and got.shape == want.shape
-        np.testing.assert_allclose(got, want, **tol(x.dtype))
+@pytest.fixture(params=["serial", "parallel"])
+def pool_mode(request, monkeypatch):
+    """Run threads.Kernel's serial compilation everywhere, or its parallel one even on tiny arrays."""
+    for layer in list(threads.PARALLEL_MIN_WORK):
+        monkeypatch.setitem(threads.PARALLEL_MIN_WORK, layer, 1 << 62 if request.param == "serial" else 0)
+    return request.param
+
+
+ALGORITHMS = {  # the Numba implementation picks direct or im2col per layer; each is held to the reference
+    "numba": (C.conv2d_forward_numba, C.conv2d_grad_input_numba, C.conv2d_grad_weight_numba),
+    "direct": (C.conv2d_forward_direct, C.conv2d_grad_input_direct, C.conv2d_grad_weight_direct),
+    "im2col": (C.conv2d_forward_im2col, C.conv2d_grad_input_im2col, C.conv2d_grad_weight_im2col),
+}
+
+
+@pytest.mark.parametrize("algorithm", list(ALGORITHMS))
+def test_numba_matches_reference(algorithm, pool_mode):
+    fwd, gin, gw = ALGORITHMS[algorithm]
+
+    @KSET
+    @given(case=conv_cases())
+    def check(case):
+        x, w, args, rng = case
+        y = C.conv2d_forward_reference(x, w, *args)
+        y_bar = rng.standard_normal(y.shape).astype(x.dtype)
+        pairs = [(fwd(x, w, *args), y),
+                 (gin(y_bar, w, x.shape, *args), C.conv2d_grad_input_reference(y_bar, w, x.shape, *args)),
+                 (gw(x, y_bar, w.shape, *args), C.conv2d_grad_weight_reference(x, y_bar, w.shape, *args))]
+        for got, want in pairs:
+            assert got.dtype == want.dtype == x.dtype and got.shape == want.shape
+            np.testing.assert_allclose(got, want, **tol(x.dtype))
+    check()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_direct_on_layer_sized_cases(dtype, pool_mode):
+    """Sizes where the micro-kernels' 8-row, 4-tap blocks, the stacked samples and the 64-position rows all
+    engage (the hypothesis cases are too small for some of them): grouped, strided, dilated, 1x1, 5x5."""
+    rng = np.random.default_rng(7)
+    for xs, ws, args in [((5, 16, 13, 11), (24, 16, 3, 3), ((1, 1), ((1, 1), (1, 1)), (1, 1), 1)),
+                         ((3, 16, 15, 14), (16, 2, 3, 3), ((2, 2), ((1, 0), (2, 1)), (1, 1), 8)),
+                         ((4, 9, 12, 12), (11, 9, 5, 5), ((1, 2), ((2, 2), (2, 2)), (2, 1), 1)),
+                         ((6, 12, 7, 7), (20, 12, 1, 1), ((1, 1), ((0, 0), (0, 0)), (1, 1), 1)),
+                         ((2, 1, 28, 28), (16, 1, 5, 5), ((2, 2), ((2, 2), (2, 2)), (1, 1), 1))]:
+        x, w = rng.standard_normal(xs).astype(dtype), rng.standard_normal(ws).astype(dtype)
+        y = C.conv2d_forward_reference(x, w, *args)
+        y_bar = rng.standard_normal(y.shape).astype(dtype)
+        t = dict(rtol=1e-4, atol=1e-3) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(C.conv2d_forward_direct(x, w, *args), y, **t)
+        np.testing.assert_allclose(C.conv2d_grad_input_direct(y_bar, w, x.shape, *args),
+                                   C.conv2d_grad_input_reference(y_bar, w, x.shape, *args), **t)
+        np.testing.assert_allclose(C.conv2d_grad_weight_direct(x, y_bar, w.shape, *args),
+                                   C.conv2d_grad_weight_reference(x, y_bar, w.shape, *args), **t)
+
+
+@pytest.mark.parametrize("impl", ["reference", "numba", "direct", "im2col"])
+def test_forward_adds_bias_in_place(impl):
+    rng = np.random.default_rng(8)
+    x, w = rng.standard_normal((3, 4, 7, 6)), rng.standard_normal((6, 2, 3, 3))
+    b = rng.standard_normal(6)
+    args = ((2, 1), ((1, 0), (1, 2)), (1, 1), 2)
+    fwd = C.conv2d_forward_reference if impl == "reference" else ALGORITHMS[impl][0]
+    want = C.conv2d_forward_reference(x, w, *args) + b.reshape(1, -1, 1, 1)
+    np.testing.assert_allclose(fwd(x, w, *args, bias=b), want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="bias must have shape"):
+        K.conv2d_forward(x, w, *args, bias=b[:3])
+    with pytest.raises(ValueError, match="no silent promotion"):
+        K.conv2d_forward(x, w, *args, bias=b.astype(np.float32))
+
+
+def test_direct_propagates_nan_and_inf():
+    """No kernel drops a NaN or an infinity (the junk positions and padding must never mix into real ones)."""
+    x = np.ones((2, 4, 6, 6), np.float32)
+    x[0, 1, 2, 3], x[1, 2, 0, 0] = np.nan, np.inf
+    w = np.ones((4, 4, 3, 3), np.float32)
+    args = ((1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+    want = C.conv2d_forward_reference(x, w, *args)
+    got = C.conv2d_forward_direct(x, w, *args)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    np.testing.assert_allclose(got[np.isfinite(want)], want[np.isfinite(want)])
 
 
 @pytest.mark.torch

@@ -78,7 +78,7 @@ if sys.argv[1] == "torch-first":
     torch.ones(4).sum()
 import numpy as np, numba
 import tinymoon.kernels as K
-K.relu_mask_forward(np.ones(1 << 16, np.float32))     # large enough for the Numba kernel: the first launch
+K.relu_mask_forward(np.ones(1 << 20, np.float32))     # large enough for the parallel kernel: the first launch
 print(numba.threading_layer())
 """
 
@@ -103,3 +103,53 @@ def test_threading_layer_rule():
         pytest.skip("PyTorch is not installed: the torch-first case needs it")
     assert _layer_of_child("torch-first") == "workqueue"
     assert _layer_of_child("torch-first", NUMBA_THREADING_LAYER="omp") == "omp"
+
+
+def test_thresholds_follow_the_threading_layer(monkeypatch):
+    """Plain parallel kernels: the NumPy reference below a size that grows with the layer's launch cost."""
+    from numba import config
+    for layer, scale in (("omp", 1), ("workqueue", dispatch.LAUNCH_SCALE["workqueue"])):
+        monkeypatch.setattr(config, "THREADING_LAYER", layer)
+        dispatch._rescale()
+        impl, n = dispatch.CPU_CHOICE["act_forward"]
+        assert dispatch._cpu["act_forward"] == (impl, n * scale)
+        assert dispatch.choose("act_forward", np.ones(n * scale, np.float32)) == "numba"
+        assert dispatch.choose("act_forward", np.ones(n * scale - 1, np.float32)) == "reference"
+    monkeypatch.undo()
+    dispatch._rescale()
+
+
+def test_kernel_runs_serial_below_its_threshold_and_parallel_above(monkeypatch):
+    from numba import prange
+
+    from tinymoon.kernels import threads
+
+    def double(a, b):
+        for i in prange(a.size):
+            b[i] = 2 * a[i]
+    k = threads.Kernel(double, cache=False)
+    small, big = np.ones(8), np.ones(threads.parallel_min_work())
+    monkeypatch.setattr(threads.numba, "get_num_threads", lambda: 2)
+    assert k.pick(small.size) == (k.serial, 1)
+    run, n = k.pick(big.size)
+    assert run is k.parallel and n == 2
+    out = np.empty_like(big)
+    k(big, out)
+    assert (out == 2).all()
+    monkeypatch.setattr(threads.numba, "get_num_threads", lambda: 1)     # one thread: never the pool
+    assert k.pick(big.size)[0] is k.serial
+
+
+def test_wait_policy_is_set_at_import():
+    """tinymoon.kernels sets OMP_WAIT_POLICY=PASSIVE when imported (unless the user chose one), so a PyTorch
+    imported afterwards reads it too."""
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    code = "import os, tinymoon.kernels; print(os.environ.get('OMP_WAIT_POLICY'))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-1] == "PASSIVE"
+    out = subprocess.run([sys.executable, "-c", code], env=dict(env, OMP_WAIT_POLICY="ACTIVE"), capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.split()[-1] == "ACTIVE"

@@ -68,6 +68,33 @@ def test_conv(cp, impl, dt):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_pool(cp, impl, dt):
+    import tinymoon.kernels as K
+    from tinymoon.kernels import pool as PL
+    rng = np.random.default_rng(3)
+    x = np.round(rng.standard_normal((2, 3, 9, 8)) * 2).astype(dt)          # ties
+    x.flat[5] = np.nan
+    for k, s, p in [((2, 2), (2, 2), (0, 0)), ((3, 2), (1, 2), (1, 1))]:
+        y, idx = PL.max_pool2d_forward_reference(x, k, s, p)
+        y_bar = rng.standard_normal(y.shape).astype(dt)
+        with K.use(impl):
+            yd, idd = K.max_pool2d_forward(cp.asarray(x), k, s, p)
+            got = [K.max_pool2d_backward(cp.asarray(idx), cp.asarray(y_bar), x.shape, k, s, p),
+                   K.max_pool2d_gather(cp.asarray(idx), cp.asarray(x), k, s, p),
+                   K.avg_pool2d_forward(cp.asarray(np.nan_to_num(x)), k, s, p),
+                   K.avg_pool2d_backward(cp.asarray(y_bar), x.shape, k, s, p)]
+        np.testing.assert_array_equal(cp.asnumpy(yd), y)
+        np.testing.assert_array_equal(cp.asnumpy(idd), idx)
+        want = [PL.max_pool2d_backward_reference(idx, y_bar, x.shape, k, s, p),
+                PL.max_pool2d_gather_reference(idx, x, k, s, p),
+                PL.avg_pool2d_forward_reference(np.nan_to_num(x), k, s, p),
+                PL.avg_pool2d_backward_reference(y_bar, x.shape, k, s, p)]
+        for g, r in zip(got, want):
+            np.testing.assert_allclose(cp.asnumpy(g), r, **TOL[dt])
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 def test_pointwise_bitpack_fewbit(cp, impl):
     import tinymoon.kernels as K
     from tinymoon.kernels import pointwise as P

@@ -29,6 +29,8 @@ def main(argv=None):
     if name not in names:
         print(f"unknown benchmark {name!r}; available: {', '.join(names)}", file=sys.stderr)
         return 2
+    from . import common
+    common.STEADY_ALLOCATOR = common.steady_allocator()    # before any benchmark allocates (see there)
     importlib.import_module(f"tinymoon.bench.{name}").run(rest)
     return 0
 

@@ -32,8 +32,65 @@ def best_time(fn, repeat=5, number=None, min_time=0.05):
     return best
 
 
+def interleaved_best(fns, rounds=7, min_time=0.02, warm=True):
+    """Best seconds per call for each of several functions, timed in alternating rounds so that load from
+    other processes on a shared machine hits every contender alike (best_time runs them one after
+    another).  Each round calls a function enough times to last min_time, after one untimed call (`warm`)
+    so that no contender pays for the caches and pages the previous one left behind.  The claim is the
+    ratio of two bests from the same rounds: on the busy 2-core machine it moves by a few percent from run
+    to run where one-after-another timings moved by 2x."""
+    counts = {}
+    for name, fn in fns.items():
+        fn()  # warm-up: compilation, caches, page faults
+        t0, k = time.perf_counter(), 0
+        while time.perf_counter() - t0 < min_time or k == 0:
+            fn()
+            k += 1
+        counts[name] = k
+    best = {name: float("inf") for name in fns}
+    for _ in range(max(1, int(rounds))):
+        for name, fn in fns.items():
+            if warm:
+                fn()
+            t0 = time.perf_counter()
+            for _ in range(counts[name]):
+                fn()
+            best[name] = min(best[name], (time.perf_counter() - t0) / counts[name])
+    return best
+
+
+def steady_allocator():
+    """Keep freed memory in the process's heap (glibc): no mmap per large array, no trimming back to the OS.
+
+    With glibc's defaults every array above the (dynamic) mmap threshold is fresh memory and its first touch
+    page-faults — ~1-2 µs per 4 KiB page in this VM, 3-6 ms for a 12.8 MB activation.  Interleaved timing
+    makes that worse for whoever runs *after* a contender that freed a lot (glibc trims the heap): PyTorch's
+    conv step measured 26-29 ms after tinymoon's step, 16 ms with this setting; tinymoon's own times barely
+    moved (docs/kernels.md).  A long-running training process reaches this steady state anyway.  Set
+    TINYMOON_BENCH_MALLOC=default to measure with glibc's defaults.  Returns whether it applied."""
+    if os.environ.get("TINYMOON_BENCH_MALLOC") == "default" or not platform.system() == "Linux":
+        return False
+    import ctypes
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3           # glibc's mallopt parameter numbers
+    return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+
+
+def add_repeat_option(parser, default=7):
+    parser.add_argument("--repeat", type=int, default=default,
+                        help=f"interleaved rounds per comparison; each ratio is best-of-N over the same rounds "
+                             f"(default {default}; raise it on a busy machine)")
+
+
+STEADY_ALLOCATOR = False       # set by __main__ when steady_allocator() applied
+
+
 def machine():
     info = {"date": datetime.date.today().isoformat(), "python": platform.python_version(),
+            "steady_allocator": STEADY_ALLOCATOR,
             "numpy": np.__version__, "cpu": platform.processor() or platform.machine(),
             "cores": os.cpu_count()}
     try:

@@ -151,13 +151,13 @@ def _host(a):
 
 
 # ---------------------------------------------------------------------------------- linear pieces
-def _lin(ctx, x, w):
-    """conv(x, w) without bias, in this context's padding mode."""
+def _lin(ctx, x, w, b=None):
+    """conv(x, w) (+ b, added by the kernel in the same pass), in this context's padding mode."""
     p = ctx.cfg
     if ctx.params["padding_mode"] == "circular":
         return kernels.conv2d_forward(_circular_pad(x, p["pad"]), w, p["stride"], ((0, 0), (0, 0)),
-                                      p["dilation"], p["groups"])
-    return kernels.conv2d_forward(x, w, p["stride"], p["pad"], p["dilation"], p["groups"])
+                                      p["dilation"], p["groups"], bias=b)
+    return kernels.conv2d_forward(x, w, p["stride"], p["pad"], p["dilation"], p["groups"], bias=b)
 
 
 def _lin_t(ctx, y_bar, w, x_shape):
@@ -186,10 +186,7 @@ class Conv2d(Primitive):
         ctx.x_shape, ctx.w_shape = tuple(x.shape), tuple(w.shape)
         ctx.save_for(0, w=w)          # the x cotangent (and x tangent) needs the weight
         ctx.save_for(1, x=x)          # the w cotangent (and w tangent) needs the input
-        y = _lin(ctx, x, w)
-        if b is not None:
-            y = y + b.reshape(1, -1, 1, 1)
-        return y
+        return _lin(ctx, x, w, b)
 
     @classmethod
     def jvp(cls, ctx, x_dot, w_dot, b_dot=None):
@@ -292,6 +289,21 @@ def _independent_rows(m, rtol):
     return sorted(chosen)
 
 
+class _Solver(dict):
+    """A factorisation a vijp builds once per context and keeps on it: saved with ctx.save, so its arrays
+    count in the engine's saved bytes (and leave the count when the node is released) like any residual."""
+
+    @property
+    def nbytes(self):
+        def size(v):
+            if isinstance(v, dict):
+                return sum(size(u) for u in v.values())
+            if isinstance(v, (list, tuple)):
+                return sum(size(u) for u in v)
+            return int(getattr(v, "nbytes", 0))
+        return size(dict(self))
+
+
 def _patch_solver(ctx):
     """Per group g: kept rows K_g, erased rows S_g of M_g = w[g] as (Og, Cg*kh*kw), and the right inverse
     P_g = (M_K M_K^T)^-1 M_K (Cholesky once per context)."""
@@ -315,7 +327,7 @@ def _patch_solver(ctx):
         per_group.append(dict(keep=keep, erased=erased, p=xp.asarray(pinv.astype(ctx.w.dtype)),
                               m_s=xp.asarray(m[erased].astype(ctx.w.dtype))))
         s_all += [g * og + i for i in erased]
-    ctx._patch = dict(groups=per_group, s_all=s_all)
+    ctx.save(_patch=_Solver(groups=per_group, s_all=s_all))
     return ctx._patch
 
 
@@ -380,7 +392,7 @@ def _spectral_solver(ctx, xp, ridge=False):
         return cached
     k_hat = _kernel_spectrum(ctx, xp)
     gram = k_hat @ xp.conj(k_hat.swapaxes(-1, -2))                      # (H, W', C_out, C_out)
-    out = dict(k_hat=k_hat)
+    out = _Solver(k_hat=k_hat)
     if ridge:
         # preconditioner only: a tiny ridge keeps it SPD where the circular operator is singular
         scale = float(xp.abs(xp.trace(gram, axis1=-2, axis2=-1)).max()) / gram.shape[-1]
@@ -402,7 +414,7 @@ def _spectral_solver(ctx, xp, ridge=False):
         # P = K^H G^-1  <=>  P^H = G^-1 K  (G Hermitian)
         out["p"] = xp.conj(xp.linalg.solve(gram, k_hat).swapaxes(-1, -2))   # (H, W', C_in, C_out)
         out["cond"] = float(cond[worst])
-    setattr(ctx, key, out)
+    ctx.save(**{key: out})
     return out
 
 

@@ -1,8 +1,8 @@
 """2-D pooling over NCHW: max_pool2d and avg_pool2d (PyTorch semantics, floor mode).
 
-Both are written as loops over the kh*kw window taps: tap (i, j) of output (p, q) reads the padded input at
-(p*sh + i, q*sw + j), so within one tap distinct outputs read distinct pixels and a strided slice `+=` is an
-exact scatter (no np.add.at), on NumPy and CuPy alike.
+The arithmetic is tinymoon.kernels (kernels/pool.py: the NumPy reference, one-pass Numba kernels, CUDA): max
+pooling keeps the argmax of each window as a tap index (uint8 for windows up to 16x16) — the residual of its
+vjp, jvp and vijp — and average pooling keeps nothing but shapes.
 
 vijp (both): exists iff the windows do not overlap (stride >= kernel on both axes), when every input pixel
 feeds at most one output and J has one distinct nonzero per output row:
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import kernels
 from ..backend import get_array_module
 from ..errors import NotInvertibleError, ShapeError
 from .base import Primitive
@@ -37,25 +38,6 @@ def pool_config(name, x_shape, kernel_size, stride, padding):
     return k, s, p, ((h - k[0]) // s[0] + 1, (w - k[1]) // s[1] + 1)
 
 
-def _tap(a_pad, i, j, s, out_hw):
-    """The (Ho, Wo) view of the padded array read by tap (i, j)."""
-    return a_pad[:, :, i:i + s[0] * (out_hw[0] - 1) + 1:s[0], j:j + s[1] * (out_hw[1] - 1) + 1:s[1]]
-
-
-def _pad(a, p, value=0.0):
-    if p == (0, 0):
-        return a
-    return get_array_module(a).pad(a, ((0, 0), (0, 0), (p[0], p[0]), (p[1], p[1])), constant_values=value)
-
-
-def _index_dtype(n):
-    """The smallest unsigned integer type holding 0..n-1 (uint8 for windows of up to 256 elements)."""
-    for dt in (np.uint8, np.uint16, np.uint32):
-        if n - 1 <= np.iinfo(dt).max:
-            return dt
-    return np.uint64
-
-
 def _overlap_error(name, ctx):
     k, s = ctx.cfg[0], ctx.cfg[1]
     return NotInvertibleError(
@@ -72,35 +54,17 @@ class MaxPool2d(Primitive):
 
     @staticmethod
     def forward(ctx, x, kernel_size=2, stride=None, padding=0):
-        xp = get_array_module(x)
-        k, s, p, out_hw = ctx.cfg = pool_config("max_pool2d", x.shape, kernel_size, stride, padding)
+        k, s, p, _ = ctx.cfg = pool_config("max_pool2d", x.shape, kernel_size, stride, padding)
         ctx.x_shape = tuple(x.shape)
-        xpad = _pad(x, p, -np.inf)
-        best = _tap(xpad, 0, 0, s, out_hw).copy()
-        idx = xp.zeros(best.shape, _index_dtype(k[0] * k[1]))
-        for i in range(k[0]):
-            for j in range(k[1]):
-                if i == j == 0:
-                    continue
-                v = _tap(xpad, i, j, s, out_hw)
-                better = (v > best) | (xp.isnan(v) & ~xp.isnan(best))       # strict >: the first max stays
-                best = xp.where(better, v, best)
-                idx[better] = i * k[1] + j
+        y, idx = kernels.max_pool2d_forward(x, k, s, p)
         ctx.save_for(0, idx=idx)
-        return best
+        return y
 
     @classmethod
     def _gather(cls, ctx, a):
         """a (input-shaped) at each window's argmax: the linear map y_dot = J a."""
-        xp = get_array_module(a)
-        k, s, p, out_hw = ctx.cfg
-        a_pad = _pad(a, p)
-        out = xp.zeros(ctx.idx.shape, a.dtype)
-        for i in range(k[0]):
-            for j in range(k[1]):
-                hit = ctx.idx == i * k[1] + j
-                out = xp.where(hit, _tap(a_pad, i, j, s, out_hw), out)
-        return out
+        k, s, p, _ = ctx.cfg
+        return kernels.max_pool2d_gather(ctx.idx, a, k, s, p)
 
     @classmethod
     def jvp(cls, ctx, x_dot):
@@ -109,14 +73,9 @@ class MaxPool2d(Primitive):
     @classmethod
     def vjp(cls, ctx, y_bar):
         # x_bar = y_bar scattered to each window's argmax (summed where windows overlap)
-        xp = get_array_module(y_bar)
-        k, s, p, out_hw = ctx.cfg
-        n, c, h, w = ctx.x_shape
-        x_bar = xp.zeros((n, c, h + 2 * p[0], w + 2 * p[1]), y_bar.dtype)
-        for i in range(k[0]):
-            for j in range(k[1]):
-                _tap(x_bar, i, j, s, out_hw)[...] += xp.where(ctx.idx == i * k[1] + j, y_bar, 0)
-        return (x_bar[:, :, p[0]:p[0] + h, p[1]:p[1] + w],)
+        k, s, p, _ = ctx.cfg
+        y_bar = get_array_module(y_bar).ascontiguousarray(y_bar)
+        return (kernels.max_pool2d_backward(ctx.idx, y_bar, ctx.x_shape, k, s, p),)
 
     @classmethod
     def vijp(cls, ctx, x_bar, fragment):
@@ -140,14 +99,8 @@ class AvgPool2d(Primitive):
 
     @staticmethod
     def _apply(ctx, a):
-        k, s, p, out_hw = ctx.cfg
-        a_pad = _pad(a, p)
-        out = _tap(a_pad, 0, 0, s, out_hw).copy()
-        for i in range(k[0]):
-            for j in range(k[1]):
-                if i or j:
-                    out += _tap(a_pad, i, j, s, out_hw)
-        return out / (k[0] * k[1])
+        k, s, p, _ = ctx.cfg
+        return kernels.avg_pool2d_forward(a, k, s, p)
 
     @classmethod
     def jvp(cls, ctx, x_dot):
@@ -156,15 +109,9 @@ class AvgPool2d(Primitive):
     @classmethod
     def vjp(cls, ctx, y_bar):
         # x_bar[pixel] = sum over the windows containing it of y_bar / (kh*kw)
-        xp = get_array_module(y_bar)
-        k, s, p, out_hw = ctx.cfg
-        n, c, h, w = ctx.x_shape
-        x_bar = xp.zeros((n, c, h + 2 * p[0], w + 2 * p[1]), y_bar.dtype)
-        g = y_bar / (k[0] * k[1])
-        for i in range(k[0]):
-            for j in range(k[1]):
-                _tap(x_bar, i, j, s, out_hw)[...] += g
-        return (x_bar[:, :, p[0]:p[0] + h, p[1]:p[1] + w],)
+        k, s, p, _ = ctx.cfg
+        y_bar = get_array_module(y_bar).ascontiguousarray(y_bar)
+        return (kernels.avg_pool2d_backward(y_bar, ctx.x_shape, k, s, p),)
 
     @classmethod
     def vijp(cls, ctx, x_bar, fragment):

@@ -1,0 +1,85 @@
+"""Parallel or serial: a Numba kernel that runs on the thread pool only when the work pays for the launch.
+
+A parallel Numba launch wakes the pool and waits for it: measured 6–8 µs with the OpenMP layer and 40–50 µs
+with workqueue on the busy 2-core machine (`python -m tinymoon.bench kernels --sections launch`), against
+0.15–0.2 µs for a serial compiled call.  On 2 cores the pool at best halves the work, so it pays once
+  work · t / 2 + launch < work · t,   i.e.  work > 2 · launch / t
+— with t ≈ 0.5–1 ns per element of a memory-bound kernel, about 2^15 elements under OpenMP and 2^17 under
+workqueue.  `Kernel` compiles both versions of one function (the serial one is the same code with prange
+read as range) and picks per call by the size of its largest array argument (or an explicit `work=`).
+
+The serial twin is a copy of the function under another qualified name, so Numba's on-disk cache keeps the
+two compilations apart (the cache is keyed by file and qualified name, not by the `parallel` flag).
+"""
+import types
+
+import numba
+import numpy as np
+from numba import njit
+
+# work (elements) from which the pool pays, per threading layer: see the module docstring
+PARALLEL_MIN_WORK = {"omp": 1 << 15, "tbb": 1 << 15, "workqueue": 1 << 17}
+
+
+def parallel_min_work():
+    """The threshold for the layer this process runs (or will run) Numba's pool on."""
+    layer = numba.config.THREADING_LAYER
+    if layer not in PARALLEL_MIN_WORK:           # "default", "safe", "threadsafe", "forksafe": OpenMP or TBB
+        layer = "omp"
+    return PARALLEL_MIN_WORK[layer]
+
+
+def _largest(args):
+    n = 0
+    for a in args:
+        if type(a) is np.ndarray and a.size > n:
+            n = a.size
+    return n
+
+
+class Kernel:
+    """`@Kernel` on a function written with prange: `k(*arrays)` runs the parallel compilation when the
+    largest array has at least parallel_min_work() elements (or `k(..., work=n)`: n units of the caller's
+    choosing) and more than one thread is available; the serial compilation otherwise."""
+
+    def __init__(self, fn, cache=True, **options):
+        self.py_func = fn
+        self.__name__, self.__qualname__, self.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+        self.__module__ = fn.__module__
+        self.parallel = njit(parallel=True, cache=cache, **options)(fn)
+        twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__,
+                                  fn.__closure__)
+        twin.__qualname__, twin.__module__ = fn.__qualname__ + "_serial", fn.__module__
+        self.serial = njit(cache=cache, **options)(twin)
+
+    def chooses_parallel(self, work):
+        return work >= parallel_min_work() and numba.get_num_threads() > 1
+
+    def pick(self, work):
+        """(the compiled function to run for this much work, the threads it will use)."""
+        if self.chooses_parallel(work):
+            _first_launch()
+            return self.parallel, numba.get_num_threads()
+        return self.serial, 1
+
+    def __call__(self, *args, work=None):
+        return self.pick(_largest(args) if work is None else work)[0](*args)
+
+
+def kernel(fn=None, **options):
+    """Decorator: `@kernel` or `@kernel(boundscheck=False, fastmath=...)` (njit options besides parallel)."""
+    if fn is None:
+        return lambda f: Kernel(f, **options)
+    return Kernel(fn, **options)
+
+
+_launched = False
+
+
+def _first_launch():
+    """The threading layer is fixed by Numba's first parallel launch: choose it first (dispatch.py)."""
+    global _launched
+    if not _launched:
+        from .dispatch import _choose_threading_layer
+        _choose_threading_layer()
+        _launched = True
