@@ -21,9 +21,11 @@ Two codes:
 * `Quantised.exact(formula, params)` — a piecewise-linear one (relu, leaky_relu, relu6, hardtanh, hardsigmoid):
   code = the formula's exact 1-bit mask (PyTorch's backward conditions), q = f' exactly.
 
-Both paths are whole-array NumPy/CuPy by default (bins as k − 1 comparisons, `pack_codes`, `lookup`); the
-kernel library's fused one-pass kernels (`kernels.fewbit_forward`/`fewbit_backward`) are one switch away
-(FUSED_FORWARD, FUSED_BACKWARD: measured slower on the test machine, docs/fewbit.md).
+The default path is whole-array NumPy/CuPy (bins as k − 1 comparisons, `pack_codes`, `lookup`), except relu
+and leaky_relu, whose exact code is the sign bit: their value and mask come from the relu-mask kernel in one
+pass (as the exact primitives'). The kernel library's fused one-pass few-bit kernels
+(`kernels.fewbit_forward`/`fewbit_backward`) are one switch away (FUSED_FORWARD, FUSED_BACKWARD: measured
+slower on the test machine, docs/fewbit.md).
 """
 from __future__ import annotations
 
@@ -64,13 +66,13 @@ class Quantised:
         if x.dtype.kind != "f" or x.dtype.itemsize not in (4, 8):
             raise FewBitError(f"fewbit.{formula.name}: needs a float32 or float64 input, got {x.dtype}; cast it "
                               f"with .astype(tm.float32)")
-        host = get_array_module(x) is np
-        if needed and FUSED_FORWARD and host and self.formula is None and formula.name in FUSED:
+        if needed and self.formula is not None and formula.name in ("relu", "leaky_relu"):
+            # their exact code is the sign bit: value and packed mask in one kernel pass (the table's f, bit for bit)
+            y, packed = kernels.relu_mask_forward(x, p.get("negative_slope", 0.0))
+            return y, PackedBins(packed, 1, x.shape, self.levels, x.dtype)
+        if needed and FUSED_FORWARD and get_array_module(x) is np and self.formula is None and formula.name in FUSED:
             y, packed = kernels.fewbit_forward(formula.name, x, self.borders, self.bits, **p)   # f + bins + pack
             return y, PackedBins(packed, self.bits, x.shape, self.levels, x.dtype)
-        if needed and FUSED_FORWARD and host and formula.name == "relu":                      # max(x, 0) + mask
-            y, packed = kernels.relu_mask_forward(x)
-            return y, PackedBins(packed, 1, x.shape, self.levels, x.dtype)
         y = formula.f_at(x, p)
         if not needed:
             return y, None
