@@ -14,7 +14,8 @@ Public API (the ops layer calls exactly these):
   avg_pool2d_forward(x, kernel, stride, padding) / avg_pool2d_backward(y_bar, x_shape, kernel, stride, padding)
   pack_bits(mask) / unpack_bits(packed, n)
   pack_bins(idx, bits) / unpack_bins(packed, bits, n)
-  act_forward(name, x, **params) -> (y, dydx)
+  act_forward(name, x, **params) -> (y, dydx)          name in COMPILED
+  ACTIVATIONS: the activation table (activations.py): every activation's f and f', the spec of all the above
   relu_mask_forward(x, slope=0.0) -> (y, packed) / masked_grad(packed, y_bar, slope=0.0)
   fewbit_forward(name, x, borders, bits, **params) -> (y, packed) / fewbit_backward(packed, levels, bits, y_bar)
   set_impl(name_or_None), use(name), available_impls()
@@ -26,14 +27,15 @@ from .bitpack import VALID_BITS, check_bits, check_packed, nbytes_for
 from .conv import conv_params
 from .dispatch import available_impls, set_impl, use
 from .fewbit import check_fewbit
+from .activations import ACTIVATIONS
 from .pool import index_dtype, pool_params
-from .pointwise import ACTIVATIONS, check_float, parse_activation
+from .pointwise import COMPILED, check_float, parse_activation
 
 __all__ = ["matmul", "conv2d_forward", "conv2d_grad_input", "conv2d_grad_weight", "max_pool2d_forward",
            "max_pool2d_backward", "max_pool2d_gather", "avg_pool2d_forward", "avg_pool2d_backward", "pack_bits",
            "unpack_bits",
            "pack_bins", "unpack_bins", "act_forward", "relu_mask_forward", "masked_grad", "fewbit_forward",
-           "fewbit_backward", "set_impl", "use", "available_impls", "ACTIVATIONS", "VALID_BITS", "nbytes_for"]
+           "fewbit_backward", "set_impl", "use", "available_impls", "ACTIVATIONS", "COMPILED", "VALID_BITS", "nbytes_for"]
 
 
 def matmul(a, b):
@@ -166,8 +168,8 @@ def unpack_bins(packed, bits, n):
 
 
 def act_forward(name, x, **params):
-    """(y, dy/dx) of activation `name` in one pass.  name in ACTIVATIONS; parameters: leaky_relu(slope),
-    elu(alpha), softplus(beta)."""
+    """(y, dy/dx) of activation `name` in one pass, the table's f and f' (ACTIVATIONS[name]).  name in
+    COMPILED; parameters: leaky_relu(negative_slope, or slope), elu(alpha), softplus(beta, threshold)."""
     parse_activation(name, params)
     check_float(x, f"act_forward({name!r})")
     return dispatch.call("act_forward", (x,), name, x, **params)

@@ -9,7 +9,8 @@ import functools
 import numpy as np
 
 from . import bitpack, conv, pool
-from .pointwise import parse_activation
+from .activations import ACTIVATIONS
+from .pointwise import COMPILED, parse_activation
 
 
 def _cupy():
@@ -34,11 +35,12 @@ unpack_bits_cupy = bitpack.unpack_bits_reference
 pack_bins_cupy = bitpack.pack_bins_reference
 unpack_bins_cupy = bitpack.unpack_bins_reference
 
-# (y, dy/dx) per activation code, the same rules as pointwise._act; T is float or double.
+# (y, dy/dx) per activation code (pointwise.COMPILED): the table's formulas (activations.py) in CUDA C, held
+# to it by the real-GPU tests; T is float or double, p and p2 the activation's parameters.
 _ACT_SOURCE = r"""
 T one = 1, zero = 0;
 switch (code) {
-case 0: y = x > zero ? x : zero; d = x > zero ? one : zero; break;
+case 0: y = x > zero ? x : (x <= zero ? zero : x); d = x > zero ? one : zero; break;   /* NaN stays NaN */
 case 1: y = x > zero ? x : p * x; d = x > zero ? one : p; break;
 case 2: { T e = exp(x < zero ? x : zero); y = x > zero ? x : p * (e - one); d = x > zero ? one : p * e; break; }
 case 3: { T cdf = (one + erf(x * (T)0.7071067811865476)) / 2;
@@ -48,25 +50,30 @@ case 4: { T e = exp(-fabs(x)); T s = x >= zero ? one / (one + e) : e / (one + e)
 case 5: y = tanh(x); d = one - y * y; break;
 case 6: { T e = exp(-fabs(x)); T s = x >= zero ? one / (one + e) : e / (one + e); y = s; d = s * (one - s); break; }
 default: { T z = p * x; T e = exp(-fabs(z)); y = ((z > zero ? z : zero) + log1p(e)) / p;
-           d = z >= zero ? one / (one + e) : e / (one + e); }
+           d = z >= zero ? one / (one + e) : e / (one + e);
+           if (z > p2) { y = x; d = one; } }          /* linear above the threshold p2 */
 }
 """
 
 
 @functools.lru_cache(maxsize=None)
 def _act_kernel():
-    return _cupy().ElementwiseKernel("T x, int32 code, T p", "T y, T d", _ACT_SOURCE, "tinymoon_act")
+    return _cupy().ElementwiseKernel("T x, int32 code, T p, T p2", "T y, T d", _ACT_SOURCE, "tinymoon_act")
 
 
 def act_cupy(name, x, **params):
     code, p = parse_activation(name, params)
-    return _act_kernel()(x, np.int32(code), x.dtype.type(p))
+    p1, p2 = (tuple(p[n] for n in COMPILED[name][1]) + (0.0, 0.0))[:2]
+    return _act_kernel()(x, np.int32(code), x.dtype.type(p1), x.dtype.type(p2))
 
 
 def relu_mask_forward_cupy(x, slope=0.0):
     cp = _cupy()
-    y = cp.maximum(x, 0) if slope == 0 else cp.where(x > 0, x, x.dtype.type(slope) * x)
-    return y, cp.packbits((x > 0).ravel(), bitorder="little")
+    if slope == 0:
+        y = ACTIVATIONS["relu"].forward(x, {})[0]
+    else:
+        y = ACTIVATIONS["leaky_relu"].forward(x, {"negative_slope": float(slope)})[0]
+    return y, cp.packbits(ACTIVATIONS["relu"].code_fn(cp, x).ravel(), bitorder="little")
 
 
 def masked_grad_cupy(packed, y_bar, slope=0.0):

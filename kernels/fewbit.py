@@ -90,7 +90,7 @@ def fewbit_forward_numba(name, x, borders, bits, **params):
     xf = np.ascontiguousarray(x).reshape(-1)
     y = np.empty_like(xf)
     packed = np.empty(nbytes_for(xf.size, bits), np.uint8)
-    _fewbit_forward_kernel(code, xf, _constants(x.dtype, p), np.asarray(borders, np.float64), bits, y, packed)
+    _fewbit_forward_kernel(code, xf, _constants(x.dtype, name, p), np.asarray(borders, np.float64), bits, y, packed)
     return y.reshape(x.shape), packed
 
 

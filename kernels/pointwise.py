@@ -1,52 +1,55 @@
 """Fused pointwise activations: y = f(x) and its derivative f'(x) computed in one pass over x.
 
+The math of every activation is in the table (activations.py); `act_reference` is that table, and the
+compiled bodies below are the same formulas as scalar Numba code, held to it by the tests
+(tests/kernels/test_activation_table.py). Only the activations in `COMPILED` have a compiled body.
+
 Why fuse: an activation's backward needs f'(x).  Computed the NumPy way, the forward expression and the
 derivative expression each sweep x and allocate temporaries (sigmoid alone is exp, add, divide...).  The
 fused kernel reads x once and writes y and dydx once: memory traffic drops to the minimum of 3 arrays.
 
-Each activation is a scalar rule `_relu(x, k)`, `_gelu(x, k)`... -> (y, dy/dx), with its one parameter
-(leaky_relu slope, elu alpha, softplus beta) and all constants in `k`.  One compiled kernel per dtype
-serves every activation (simple for Numba's disk cache): it branches on the activation number once, outside
-the element loops.  tanh is the exception: see act_numba.
-
-Subgradients at kinks: relu'(0) = 0, leaky_relu'(0) = slope, elu'(0) = alpha (the x > 0 branch is taken
-only for x > 0, as in PyTorch).
+Each compiled activation is a scalar rule `_relu(x, k)`, `_gelu(x, k)`... -> (y, dy/dx), its parameters
+(leaky_relu slope, elu alpha, softplus beta and threshold) and all constants in `k`.  One compiled kernel
+per dtype serves every activation (simple for Numba's disk cache): it branches on the activation number
+once, outside the element loops.  tanh is the exception: see act_numba.
 """
 import math
 
 import numpy as np
 from numba import njit, prange
 
+from .activations import ACTIVATIONS
 from .bitpack import nbytes_for, pack_bits_reference, unpack_bits_reference
 from .threads import kernel
 
-# name -> (code, parameter name, default)
-ACTIVATIONS = {
-    "relu": (0, None, 0.0),
-    "leaky_relu": (1, "slope", 0.01),
-    "elu": (2, "alpha", 1.0),
-    "gelu": (3, None, 0.0),
-    "silu": (4, None, 0.0),
-    "tanh": (5, None, 0.0),
-    "sigmoid": (6, None, 0.0),
-    "softplus": (7, "beta", 1.0),
+# The activations with a compiled body: name -> (code of the body, the kernel parameters in k[4], k[7]).
+# act_forward takes the table's parameter names, and `slope` for leaky_relu's negative_slope (the name
+# relu_mask_forward and masked_grad use too).
+COMPILED = {
+    "relu": (0, ()),
+    "leaky_relu": (1, ("negative_slope",)),
+    "elu": (2, ("alpha",)),
+    "gelu": (3, ()),
+    "silu": (4, ()),
+    "tanh": (5, ()),
+    "sigmoid": (6, ()),
+    "softplus": (7, ("beta", "threshold")),
 }
-
-_SQRT_HALF = 1.0 / math.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_ALIASES = {"slope": "negative_slope"}
 
 
 def parse_activation(name, params):
-    """(code, p) for an activation name and its keyword parameters; rejects unknown names/parameters."""
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
-    code, pname, default = ACTIVATIONS[name]
-    extra = set(params) - ({pname} if pname else set())
+    """(code, resolved table parameters) for a compiled activation; rejects unknown names/parameters."""
+    if name not in COMPILED:
+        extra = f"; {name!r} is in the activation table, without a compiled body" if name in ACTIVATIONS else ""
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(COMPILED)}{extra}")
+    code, pnames = COMPILED[name]
+    params = {_ALIASES.get(k, k): v for k, v in params.items()}
+    extra = set(params) - set(pnames)
     if extra:
-        allowed = f"only {pname!r}" if pname else "none"
+        allowed = ", ".join(repr(n) for n in pnames) or "none"
         raise ValueError(f"activation {name!r} got unexpected parameters {sorted(extra)} (allowed: {allowed})")
-    p = float(params.get(pname, default)) if pname else 0.0
-    return code, p
+    return code, ACTIVATIONS[name].resolve(**params)
 
 
 def check_float(x, what):
@@ -55,55 +58,19 @@ def check_float(x, what):
 
 
 # ---------------------------------------------------------------------------------------------- reference
-def _erf(z):
-    try:
-        from scipy.special import erf
-        return erf(z)
-    except ImportError:  # scipy is optional: the slow but exact fallback
-        return np.asarray(np.frompyfunc(math.erf, 1, 1)(z), dtype=z.dtype)   # asarray: a 0-d z gives a float
-
-
-def _sigmoid_ref(z):
-    # σ(z) = 1/(1+e^{-z}), evaluated as e^{z}/(1+e^{z}) for z < 0 so exp never overflows.
-    e = np.exp(-np.abs(z))
-    return np.where(z >= 0, 1 / (1 + e), e / (1 + e)).astype(z.dtype, copy=False)
-
-
 def act_reference(name, x, **params):
-    """The spec: plain NumPy expressions for y and dy/dx (unfused)."""
-    code, p = parse_activation(name, params)
-    t = x.dtype.type
-    p = t(p)
-    if name == "relu":
-        return np.maximum(x, 0), (x > 0).astype(x.dtype)
-    if name == "leaky_relu":
-        return np.where(x > 0, x, p * x), np.where(x > 0, t(1), p)
-    if name == "elu":
-        e = np.exp(np.minimum(x, 0))
-        return np.where(x > 0, x, p * (e - 1)), np.where(x > 0, t(1), p * e)
-    if name == "gelu":
-        # y = x Φ(x), Φ(x) = (1 + erf(x/√2))/2;  y' = Φ(x) + x φ(x), φ(x) = e^{-x²/2}/√(2π)
-        cdf = (1 + _erf(x * t(_SQRT_HALF))) / 2
-        return x * cdf, cdf + x * np.exp(-x * x / 2) * t(_INV_SQRT_2PI)
-    if name == "silu":
-        s = _sigmoid_ref(x)  # y = x σ(x);  y' = σ(x)(1 + x(1 − σ(x)))
-        return x * s, s * (1 + x * (1 - s))
-    if name == "tanh":
-        y = np.tanh(x)
-        return y, 1 - y * y
-    if name == "sigmoid":
-        s = _sigmoid_ref(x)
-        return s, s * (1 - s)
-    if name == "softplus":
-        # y = log(1 + e^{βx})/β = (max(βx, 0) + log1p(e^{−|βx|}))/β ;  y' = σ(βx)
-        z = p * x
-        return (np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))) / p, _sigmoid_ref(z)
-    raise AssertionError(code)
+    """The spec: the table's f and f' (activations.py), plain NumPy expressions in x's dtype."""
+    _, p = parse_activation(name, params)
+    return ACTIVATIONS[name].forward(x, p)
 
 
 def relu_mask_forward_reference(x, slope=0.0):
-    y = np.maximum(x, 0) if slope == 0 else np.where(x > 0, x, x.dtype.type(slope) * x)
-    return y, pack_bits_reference(x > 0)
+    """(relu or leaky_relu of x, the bit x > 0): the table's f and its exact mask."""
+    if slope == 0:
+        y = ACTIVATIONS["relu"].forward(x, {})[0]
+    else:
+        y = ACTIVATIONS["leaky_relu"].forward(x, {"negative_slope": float(slope)})[0]
+    return y, pack_bits_reference(ACTIVATIONS["relu"].code_fn(np, x))
 
 
 def masked_grad_reference(packed, y_bar, slope=0.0):
@@ -115,9 +82,10 @@ def masked_grad_reference(packed, y_bar, slope=0.0):
 # ---------------------------------------------------------------------------------------------- numba CPU
 # Every constant comes in through `k`, an array in x's dtype: a Python literal (1, 0.5) is int64/float64
 # to Numba and would promote float32 arithmetic to float64 (2-4x slower libm calls, no SIMD).
-# k = [0, 1, 1/2, 2, p, 1/√2, 1/√(2π)]
-def _constants(dtype, p):
-    return np.array([0, 1, 0.5, 2, p, 1 / math.sqrt(2), 1 / math.sqrt(2 * math.pi)], dtype)
+# k = [0, 1, 1/2, 2, p, 1/√2, 1/√(2π), p2]: p, p2 the activation's parameters (COMPILED's order), else 0
+def _constants(dtype, name, p):
+    p1, p2 = (tuple(p[n] for n in COMPILED[name][1]) + (0.0, 0.0))[:2]
+    return np.array([0, 1, 0.5, 2, p1, math.sqrt(0.5), 1 / math.sqrt(2 * math.pi), p2], dtype)
 
 
 @njit(inline="always")
@@ -128,7 +96,7 @@ def _sigmoid(z, k):
 
 @njit(inline="always")
 def _relu(x, k):
-    return (x, k[1]) if x > k[0] else (k[0], k[0])
+    return (k[0] if x <= k[0] else x), (k[1] if x > k[0] else k[0])    # max(x, 0) (NaN stays NaN); f'(0) = 0
 
 
 @njit(inline="always")
@@ -140,7 +108,7 @@ def _leaky_relu(x, k):
 def _elu(x, k):
     if x > k[0]:
         return x, k[1]
-    e = math.exp(x)  # (libm expm1 is 5x slower than exp; the reference also computes e^x − 1)
+    e = math.exp(x)  # e^x − 1 (libm expm1 is 5x slower; the table's expm1 agrees within its tolerance)
     return k[4] * (e - k[1]), k[4] * e
 
 
@@ -170,13 +138,15 @@ def _sigmoid_pair(x, k):
 
 @njit(inline="always")
 def _softplus(x, k):
-    z = k[4] * x  # y = (max(z, 0) + log1p(e^{−|z|}))/β, y' = σ(z)
+    z = k[4] * x  # y = (max(z, 0) + log1p(e^{−|z|}))/β, y' = σ(z); linear above the threshold k[7]
+    if z > k[7]:
+        return x, k[1]
     return (max(z, k[0]) + math.log1p(math.exp(-abs(z)))) / k[4], _sigmoid(z, k)
 
 
 @njit(inline="always")
 def _act(code, x, k):
-    """(f(x), f'(x)) for activation `code` (numbering of ACTIVATIONS)."""
+    """(f(x), f'(x)) for activation `code` (numbering of COMPILED)."""
     if code == 0:
         return _relu(x, k)
     if code == 1:
@@ -214,7 +184,7 @@ def _act_kernel(code, x, k, y, d):
     elif code == 4:
         for i in prange(n):
             y[i], d[i] = _silu(x[i], k)
-    elif code == 5:  # act_numba sends tanh to _tanh_grad_kernel; kept for completeness
+    elif code == 5:  # not reached from act_numba, which takes tanh's value from NumPy's SIMD tanh
         for i in prange(n):
             y[i], d[i] = _tanh(x[i], k)
     elif code == 6:
@@ -235,17 +205,18 @@ def _tanh_grad_kernel(y, one, d):
 def _relu_mask_kernel(x, slope, y, packed):
     # one byte (8 elements) per iteration: no two iterations write the same byte.
     # slope 0 (relu) writes an exact +0, not 0·x (which is −0 for negative x).
+    # Branch-free selects: NaN stays NaN (as the table's max(x, 0)), and no slower than branching on the sign.
     n = x.size
     zero = slope - slope
     for k in prange(packed.size):
         v = 0
         for t in range(min(8, n - 8 * k)):
             xi = x[8 * k + t]
-            if xi > 0:
-                y[8 * k + t] = xi
-                v |= 1 << t
+            if slope == zero:
+                y[8 * k + t] = zero if xi <= zero else xi      # max(x, 0): +0 for x <= 0, NaN stays NaN
             else:
-                y[8 * k + t] = zero if slope == zero else slope * xi
+                y[8 * k + t] = xi if xi > zero else slope * xi
+            v |= (xi > zero) << t
         packed[k] = v
 
 
@@ -272,7 +243,7 @@ def act_numba(name, x, **params):
         _tanh_grad_kernel(y, x.dtype.type(1), d)
         return y.reshape(x.shape), d.reshape(x.shape)
     y = np.empty_like(xf)
-    _act_kernel(code, xf, _constants(x.dtype, p), y, d)
+    _act_kernel(code, xf, _constants(x.dtype, name, p), y, d)
     return y.reshape(x.shape), d.reshape(x.shape)
 
 

@@ -31,11 +31,11 @@ def load_example(name):
     return mod
 
 
-def _act_body(x, code, p):
+def _act_body(x, code, p, p2):
     """The fake device's body for kernels.cupy_impl's "tinymoon_act" ElementwiseKernel: the NumPy reference."""
-    from kernels.pointwise import ACTIVATIONS, act_reference
-    name, (_, pname, _) = next((n, v) for n, v in ACTIVATIONS.items() if v[0] == int(code))
-    return act_reference(name, x, **({pname: float(p)} if pname else {}))
+    from kernels.pointwise import COMPILED, act_reference
+    name, (_, pnames) = next((n, v) for n, v in COMPILED.items() if v[0] == int(code))
+    return act_reference(name, x, **dict(zip(pnames, (float(p), float(p2)))))
 
 
 @contextlib.contextmanager

@@ -58,7 +58,7 @@ def fewbit_forward_cuda(name, x, borders, bits, **params):
     y = xp.empty_like(xf)
     packed = xp.empty(nbytes_for(xf.size, bits), xp.uint8)
     b = xp.asarray(np.asarray(borders, np.float64))
-    k = xp.asarray(_constants(x.dtype, p))
+    k = xp.asarray(_constants(x.dtype, name, p))
     _forward_kernel[blocks((xf.size + 7) // 8), THREADS](code, arg(xf), k, b, bits, y, packed)
     return y.reshape(x.shape), packed
 

@@ -1,5 +1,6 @@
 """Fused activation kernels on the GPU: one thread per element (y and dy/dx in one pass), and the
-relu sign mask packed by one thread per byte.  Same rules and subgradients as ../pointwise.py."""
+relu sign mask packed by one thread per byte.  The formulas of the table (../activations.py) as CUDA
+device code, held to it by the tests (the CUDA simulator in CI, a real GPU where there is one)."""
 import math
 
 from numba import cuda
@@ -17,12 +18,14 @@ def sigmoid_dev(z, k):
 
 @cuda.jit(device=True)
 def act_dev(code, x, k):
-    """(f(x), f'(x)) for activation `code` (numbering of pointwise.ACTIVATIONS).  Constants come in `k`
-    (pointwise._constants: [0, 1, 1/2, 2, p, 1/√2, 1/√(2π)] in x's dtype) so float32 stays float32 —
+    """(f(x), f'(x)) for activation `code` (numbering of pointwise.COMPILED).  Constants come in `k`
+    (pointwise._constants: [0, 1, 1/2, 2, p, 1/√2, 1/√(2π), p2] in x's dtype) so float32 stays float32 —
     a float64 literal would promote the math to double precision, up to 64x slower on many GPUs."""
     zero, one = k[0], k[1]
-    if code == 0:  # relu
-        return (x, one) if x > zero else (zero, zero)
+    if code == 0:  # relu (NaN stays NaN)
+        if x > zero:
+            return x, one
+        return (zero, zero) if x <= zero else (x, zero)
     if code == 1:  # leaky_relu
         return (x, one) if x > zero else (k[4] * x, k[4])
     if code == 2:  # elu
@@ -42,7 +45,9 @@ def act_dev(code, x, k):
     if code == 6:  # sigmoid
         s = sigmoid_dev(x, k)
         return s, s * (one - s)
-    z = k[4] * x  # softplus
+    z = k[4] * x  # softplus, linear above the threshold k[7]
+    if z > k[7]:
+        return x, one
     return (max(z, zero) + math.log1p(math.exp(-abs(z)))) / k[4], sigmoid_dev(z, k)
 
 
@@ -61,11 +66,12 @@ def _relu_mask_kernel(x, slope, y, packed):
         zero = slope - slope
         for t in range(min(8, x.size - 8 * k)):
             xi = x[8 * k + t]
-            if xi > 0:
-                y[8 * k + t] = xi
-                v |= 1 << t
+            if slope == zero:
+                y[8 * k + t] = zero if xi <= zero else xi   # relu: +0, not 0·x = −0; NaN stays NaN
             else:
-                y[8 * k + t] = zero if slope == zero else slope * xi   # relu: +0, not 0·x = −0
+                y[8 * k + t] = xi if xi > zero else slope * xi
+            if xi > zero:
+                v |= 1 << t
         packed[k] = v
 
 
@@ -83,7 +89,7 @@ def act_cuda(name, x, **params):
     xp = xp_of(x)
     xf = xp.ascontiguousarray(x).reshape(-1)
     y, d = xp.empty_like(xf), xp.empty_like(xf)
-    _act_kernel[blocks(xf.size), THREADS](code, arg(xf), xp.asarray(_constants(x.dtype, p)), y, d)
+    _act_kernel[blocks(xf.size), THREADS](code, arg(xf), xp.asarray(_constants(x.dtype, name, p)), y, d)
     return y.reshape(x.shape), d.reshape(x.shape)
 
 

@@ -11,7 +11,7 @@ KSET = settings(deadline=None, max_examples=30, derandomize=True, database=None)
 
 @KSET
 @given(n=st.integers(0, 60), bits=st.integers(1, 8), dtype=st.sampled_from([np.float32, np.float64]),
-       name=st.sampled_from(sorted(K.ACTIVATIONS)), seed=st.integers(0, 2**16))
+       name=st.sampled_from(sorted(K.COMPILED)), seed=st.integers(0, 2**16))
 def test_numba_matches_reference_and_spec(n, bits, dtype, name, seed):
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal(n) * 2).astype(dtype)

@@ -98,15 +98,21 @@ def test_pool(cp, impl, dt):
 def test_pointwise_bitpack_fewbit(cp, impl):
     import tinymoon.kernels as K
     from tinymoon.kernels import pointwise as P
+    from table_checks import act_params, check_matches_table, inputs
     rng = np.random.default_rng(2)
     x = (rng.standard_normal(10007) * 3).astype(np.float32)
     xd = cp.asarray(x)
     with K.use(impl):
-        for name in K.ACTIVATIONS:
+        for name in K.COMPILED:
             y, d = K.act_forward(name, xd)
             yr, dr = P.act_reference(name, x)
             np.testing.assert_allclose(cp.asnumpy(y), yr, rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(cp.asnumpy(d), dr, rtol=1e-5, atol=1e-6)
+            for dt in (np.float32, np.float64):            # held to the table: NaN, ±inf, kinks, odd size
+                xs = inputs(1001, dt)
+                with np.errstate(invalid="ignore", over="ignore"):
+                    y, d = K.act_forward(name, cp.asarray(xs), **act_params(name))
+                check_matches_table(name, xs, cp.asnumpy(y), cp.asnumpy(d))
         y, packed = K.relu_mask_forward(xd)
         np.testing.assert_array_equal(cp.asnumpy(packed), np.packbits(x > 0, bitorder="little"))
         np.testing.assert_array_equal(cp.asnumpy(K.masked_grad(packed, xd, 0.1)), np.where(x > 0, x, np.float32(0.1) * x))

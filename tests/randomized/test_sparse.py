@@ -5,7 +5,8 @@ import pytest
 import tinymoon as tm
 import tinymoon.randomized as R
 from tinymoon.ops.base import Context
-from tinymoon.randomized.sparse import SampledConv2d, SparseCotangent, systematic_sample
+from tinymoon.randomized import PolicyConv2d, SampledInput
+from tinymoon.randomized.sparse import SparseCotangent, systematic_sample
 from tinymoon.testing import check_grads
 
 
@@ -119,12 +120,12 @@ def test_lowrank_unbiased_and_variance(rule):
     assert abs(emp / R.lowrank_variance(sig, p) - 1) < 0.10
 
 
-def sampled_conv_grad(x, w, y_bar, seed, **params):
-    params = dict(dict(stride=1, padding=1, dilation=1, groups=1, padding_mode="zeros", per_sample=True,
-                       kind="sparse"), **params, seed=seed)
+def sampled_conv_grad(x, w, y_bar, seed, kind="sparse", budget=0.1, rule="uniform"):
+    params = dict(stride=1, padding=1, dilation=1, groups=1, padding_mode="zeros",
+                  residual=SampledInput(kind, budget, rule, seed, per_sample=True))
     ctx = Context([True, True], params)
-    SampledConv2d.forward(ctx, x, w, **params)
-    return SampledConv2d.vjp(ctx, y_bar)[1]
+    PolicyConv2d.forward(ctx, x, w, **params)
+    return PolicyConv2d.vjp(ctx, y_bar)[1]
 
 
 @pytest.mark.parametrize("kind,budget,rule", [("sparse", 0.3, "uniform"), ("sparse", 0.3, "optimal"),

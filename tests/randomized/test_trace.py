@@ -5,18 +5,20 @@ import pytest
 import tinymoon as tm
 import tinymoon.randomized as R
 from tinymoon.ops.base import Context
-from tinymoon.randomized.trace import SketchedConv2d, SketchedLinear
+from tinymoon.ops.linalg import Linear
+from tinymoon.randomized import PixelSketch, PolicyConv2d, RowSketch
 from tinymoon.testing import check_grads
 
 SEEDS = 2000
 
 
-def conv_grads(x, w, y_bar, **params):
-    """(x̄, ŵ) of the sketched conv primitive's own rules on arrays (no tape: fast enough for 2000 seeds)."""
-    params = dict(dict(stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", path="auto"), **params)
+def conv_grads(x, w, y_bar, probes=16, mode="independent", dist="gaussian", seed=0, path="auto", **conv):
+    """(x̄, ŵ) of conv2d's own rules with the sketched policy, on arrays (no tape: fast enough for 2000 seeds)."""
+    params = dict(dict(stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"), **conv,
+                  residual=PixelSketch(probes, mode, dist, seed, path))
     ctx = Context([True, True], params)
-    SketchedConv2d.forward(ctx, x, w, **params)
-    return SketchedConv2d.vjp(ctx, y_bar)
+    PolicyConv2d.forward(ctx, x, w, **params)
+    return PolicyConv2d.vjp(ctx, y_bar)
 
 
 def exact_conv(x, w, y_bar, **conv):
@@ -106,10 +108,12 @@ def test_rademacher_variance_is_smaller_by_the_diagonal_term():
 
 
 # ------------------------------------------------------------------------------------------------- linear
-def linear_grads(x, w, y_bar, **params):
+def linear_grads(x, w, y_bar, probes=16, dist="gaussian", seed=0):
+    """(x̄, Ŵ) of the ordinary Linear primitive's rules with the sketched policy, on arrays."""
+    params = dict(residual=RowSketch(probes, dist, seed))
     ctx = Context([True, True], params)
-    SketchedLinear.forward(ctx, x, w, **params)
-    return SketchedLinear.vjp(ctx, y_bar)
+    Linear.forward(ctx, x, w, **params)
+    return Linear.vjp(ctx, y_bar)
 
 
 def test_linear_orthogonal_full_rank_is_exact_and_input_cotangent_exact():
@@ -206,11 +210,11 @@ def test_float32_and_estimator_falls_back_when_sketch_is_larger():
     x = tm.randn(2, 3, 4, 4, seed=0)
     w = tm.randn(2, 3, 3, 3, seed=1, requires_grad=True)
     y = R.TraceEstimator(probes=8, generator=0).conv2d(x, w, padding=1)
-    assert y.dtype == np.float32 and y._node.prim.name == "sketched_conv2d"
+    assert y.dtype == np.float32 and isinstance(y._node.ctx.params["residual"], R.PixelSketch)   # sketched
     y.sum().backward()
     assert w.grad.dtype == np.float32
     y2 = R.TraceEstimator(probes=17, generator=0).conv2d(x, w, padding=1)    # r > N = 16: exact conv
-    assert y2._node.prim.name == "conv2d"
+    assert y2._node.prim.name == "conv2d" and y2._node.ctx.params.get("residual") is None
 
 
 def test_bad_arguments_raise():

@@ -1,7 +1,7 @@
 """Few-bit activations on tensors: `tm.fewbit.gelu(x, bits=3)` and friends.
 
-Each function computes the activation's exact value and records one quantised primitive
-(tinymoon/fewbit/quantized.py) that keeps b bits per element for the derivative:
+Each function applies the ordinary activation primitive (tinymoon/ops/activations.py) with the quantised
+residual policy (quantized.py): the exact value, and b bits per element kept for the derivative:
 
     continuous        gelu silu tanh sigmoid elu(alpha) selu celu(alpha) softplus(beta, threshold) mish
                       softsign logsigmoid hardswish tanhshrink
@@ -20,11 +20,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..autodiff.apply import apply
+from ..ops.activations import PRIMITIVES
 from ..tensor import as_tensor
 from .activations import activation, names
 from .cache import get_table
 from .errors import FewBitError
-from .quantized import PIECEWISE, FewBitActivation, PiecewiseLinearActivation
+from .quantized import Quantised
 from .table import MAX_BITS, MIN_BITS, Table
 
 __all__ = ["DEFAULT_BITS", "activate", "table_for", "check_bits", "gelu", "silu", "tanh", "sigmoid", "elu",
@@ -83,16 +84,17 @@ def activate(name, x, *, bits=None, table=None, **params):
     """The few-bit form of activation `name` (see the module docstring) applied to x."""
     act = activation(name)                              # unknown name -> FewBitError listing the known ones
     x = as_tensor(x)
+    p = act.resolve(**params)
     if act.piecewise_linear:
         if table is not None:
             raise FewBitError(f"fewbit.{name} is piecewise-linear: its derivative is exact with a 1-bit mask "
                               f"and takes no table")
         if bits is not None:
             check_bits(bits, f"fewbit.{name}")
-        p = act.resolve(**params)
-        return apply(PiecewiseLinearActivation, x, name=name, levels=act.code_levels(**p), fn=p)
-    t = table_for(name, bits, table, **params)
-    return apply(FewBitActivation, x, name=name, table=t, fn=act.resolve(**params))
+        policy = Quantised.exact(act, p)
+    else:
+        policy = Quantised(table_for(name, bits, table, **params))
+    return apply(PRIMITIVES[name], x, residual=policy, **p)
 
 
 # ---- one function per activation ----------------------------------------------------------------------------
@@ -180,4 +182,4 @@ def hardsigmoid(x, *, bits=None):
     return activate("hardsigmoid", x, bits=bits)
 
 
-assert set(__all__[4:]) == set(names()) and set(PIECEWISE) <= set(names())
+assert set(__all__[4:]) == set(names())

@@ -1,73 +1,101 @@
-"""The quantised primitives: few-bit activations as engine primitives (docs/design.md, residual policy "quantised").
+"""The quantised residual policy (docs/design.md §2): a b-bit code of each activation input instead of the input.
 
-Two primitives, one per family:
+A few-bit activation is the ordinary activation primitive (tinymoon/ops/activations.py) with this policy as
+its residual: `apply(ops.activations.GELU, x, residual=Quantised(table))`. Its forward computes f(x) exactly
+(the activation table's f) and keeps a `PackedBins`: the code of every element at exactly b bits, packed
+(ceil(n·b/8) bytes), with the levels it stands for. Every rule reads f' as the piecewise-constant q(x) =
+levels[code(x)] from it:
 
-* `FewBitActivation` — a continuous activation f (gelu, silu, tanh, ...) with a b-bit Table (borders s,
-  levels y). Forward computes f(x) *exactly* and keeps only the bin index of every element,
-  idx = searchsorted(s, x, side="left"), packed at exactly b bits per element (`PackedBins`, ceil(n·b/8)
-  bytes). The derivative used by every rule is the piecewise-constant surrogate q(x) = y[idx(x)]:
+    vjp   x̄ = q ȳ          (bitwise: levels cast to ȳ's dtype, one multiply per element)
+    jvp   ẏ = q ẋ          (the same q, so ⟨u, J t⟩ = ⟨u J, t⟩ holds exactly for the surrogate)
+    vijp  ȳ = x̄ / q        where |q| >= DIAG_TOL (the engine-wide threshold), the fragment (ȳ on the other
+                           elements) elsewhere: a level that is 0 (or tiny) makes its bin non-invertible,
+                           exactly as a vanishing f' does for every other diagonal primitive.
 
-      vjp   x̄ = y[idx] · ȳ                (bitwise: levels cast to ȳ's dtype, one multiply per element)
-      jvp   ẏ = y[idx] · ẋ                (the same q, so ⟨u, J t⟩ = ⟨u J, t⟩ holds exactly for the surrogate)
-      vijp  ȳ = x̄ / y[idx]                where |y[idx]| >= DIAG_TOL (the engine-wide threshold), the fragment
-                                           (ȳ on the other elements) elsewhere — so a level that is 0 (or tiny)
-                                           makes its bin non-invertible, exactly as a vanishing f' does for
-                                           every other diagonal primitive.
+The jvp is *not* f'(x)·ẋ: forward and reverse mode must differentiate the same function, and in few-bit
+training that function is the surrogate (f in value, q in derivative).
 
-  The jvp is *not* f'(x)·ẋ: forward and reverse mode must differentiate the same function, and in few-bit
-  training that function is the surrogate (f in value, q in derivative). A finite-difference check of the
-  jvp therefore compares against f', not q, and only agrees up to the table's approximation error.
+Two codes:
+* `Quantised(table)` — a continuous activation (gelu, silu, tanh, ...): code = the bin of x among the table's
+  borders, searchsorted(s, x, side="left"); q approximates f'.
+* `Quantised.exact(formula, params)` — a piecewise-linear one (relu, leaky_relu, relu6, hardtanh, hardsigmoid):
+  code = the formula's exact 1-bit mask (PyTorch's backward conditions), q = f' exactly.
 
-* `PiecewiseLinearActivation` — relu, leaky_relu, relu6, hardtanh, hardsigmoid. Their derivative takes only two
-  values, so an exact 1-bit mask (`Activation.code`: PyTorch's backward conditions) and the two code levels
-  give f' with no approximation: x̄ = code_levels[code] · ȳ. Same packed storage (b = 1).
-
-Both are `Diagonal` primitives (tinymoon/ops/elementwise.py): the fragment/vijp logic is shared; only the
-derivative (from the packed residual) and the fast fused paths differ. The fused kernels
-(`tinymoon.kernels.fewbit_forward`/`fewbit_backward`: activation + bin search + pack in one pass, unpack +
-lookup + multiply in one pass) are used where the kernel library has the activation; the others compute f
-with array expressions and pack with `kernels.pack_bins`. Everything works on NumPy and CuPy arrays.
+The default path is whole-array NumPy/CuPy (bins as k − 1 comparisons, `pack_codes`, `lookup`), except relu
+and leaky_relu, whose exact code is the sign bit: their value and mask come from the relu-mask kernel in one
+pass (as the exact primitives'). The kernel library's fused one-pass few-bit kernels
+(`kernels.fewbit_forward`/`fewbit_backward`) are one switch away (FUSED_FORWARD, FUSED_BACKWARD: measured
+slower on the test machine, docs/fewbit.md).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..backend import get_array_module
-from ..ops.elementwise import DIAG_TOL, Diagonal
-from ..ops.special import SQRT_HALF, erf
 from .. import kernels
+from ..backend import get_array_module
+from ..ops.residuals import DiagonalResidual
+from .errors import FewBitError
 
-__all__ = ["PackedBins", "FewBitActivation", "PiecewiseLinearActivation", "value", "mask", "bin_index",
-           "thresholds", "lookup", "FUSED", "FUSED_FORWARD", "FUSED_BACKWARD", "PIECEWISE"]
+__all__ = ["Quantised", "PackedBins", "bin_index", "thresholds", "lookup", "pack_codes", "FUSED",
+           "FUSED_FORWARD", "FUSED_BACKWARD"]
 
-# The forward can run the kernel library's fused one-pass kernel (f + bin search + pack) for the activations
-# it has. Measured slower than the split path below on the 2-core test machine (docs/fewbit.md: the kernel
-# evaluates f and f' in float64 and binary-searches per element), so it is off by default; the benchmark
-# times both. The split path: f as array expressions, `bin_index` (k - 1 vectorised comparisons), then
-# `kernels.pack_bins`. Both give the same bins, hence bitwise the same backward.
+# The fused forward (f + bin search + pack in one kernel) exists for the activations the kernels compile.
+# Measured slower than the split path on the 2-core test machine (docs/fewbit.md: it evaluates f' too and
+# binary-searches per element), so it is off by default; the benchmark times both. Both give the same bins,
+# hence bitwise the same backward.
 FUSED_FORWARD = False
-# Activations the fused kernel library computes, and the kernel's name for each of our parameters.
-# (softplus is left out: the kernel has no `threshold`, PyTorch's linear branch above it.)
-FUSED = {"gelu": {}, "silu": {}, "tanh": {}, "sigmoid": {}, "elu": {"alpha": "alpha"}}
-PIECEWISE = ("relu", "leaky_relu", "relu6", "hardtanh", "hardsigmoid")
-
-_SELU_ALPHA = 1.6732632423543772848170429916717
-_SELU_SCALE = 1.0507009873554804934193349852946
+FUSED = ("gelu", "silu", "tanh", "sigmoid", "elu", "softplus")
 
 
-class PackedBins:
-    """n bin indices of `bits` bits each, packed LSB-first into ceil(n·bits/8) bytes (kernels' bitpack layout;
-    for bits = 1 the layout of numpy.packbits(bitorder="little")). `nbytes` is what the engine counts."""
-    __slots__ = ("packed", "bits", "shape", "size")
+class Quantised:
+    """The policy: what to keep of x (see the module docstring). `levels` (2^bits float64), and either the
+    table's `borders` or a piecewise-linear `formula` whose exact mask is the code."""
+    __slots__ = ("levels", "bits", "borders", "formula")
 
-    def __init__(self, packed, bits, shape):
-        self.packed, self.bits, self.shape = packed, int(bits), tuple(shape)
+    def __init__(self, table):
+        self.levels, self.bits, self.borders, self.formula = table.levels, table.bits, table.borders, None
+
+    @classmethod
+    def exact(cls, formula, params):
+        q = cls.__new__(cls)
+        q.levels, q.bits, q.borders, q.formula = formula.code_levels(**params), 1, None, formula
+        return q
+
+    def keep(self, formula, x, p, needed):
+        """(f(x) exactly, the PackedBins of x) — or (f(x), None) when nothing will differentiate (inference)."""
+        if x.dtype.kind != "f" or x.dtype.itemsize not in (4, 8):
+            raise FewBitError(f"fewbit.{formula.name}: needs a float32 or float64 input, got {x.dtype}; cast it "
+                              f"with .astype(tm.float32)")
+        if needed and self.formula is not None and formula.name in ("relu", "leaky_relu"):
+            # their exact code is the sign bit: value and packed mask in one kernel pass (the table's f, bit for bit)
+            y, packed = kernels.relu_mask_forward(x, p.get("negative_slope", 0.0))
+            return y, PackedBins(packed, 1, x.shape, self.levels, x.dtype)
+        if needed and FUSED_FORWARD and get_array_module(x) is np and self.formula is None and formula.name in FUSED:
+            y, packed = kernels.fewbit_forward(formula.name, x, self.borders, self.bits, **p)   # f + bins + pack
+            return y, PackedBins(packed, self.bits, x.shape, self.levels, x.dtype)
+        y = formula.f_at(x, p)
+        if not needed:
+            return y, None
+        if self.formula is not None:                   # the exact 1-bit mask
+            code = self.formula.code_fn(get_array_module(x), x, **p)
+            return y, PackedBins(kernels.pack_bits(code), 1, x.shape, self.levels, x.dtype)
+        return y, PackedBins.pack(bin_index(x, self.borders), self.bits, self.levels, x.dtype)
+
+
+class PackedBins(DiagonalResidual):
+    """The residual: n codes of `bits` bits each, packed LSB-first into ceil(n·bits/8) bytes (kernels' bitpack
+    layout; for bits = 1 that of numpy.packbits(bitorder="little")), and the `levels` they stand for: f' ≈
+    levels[code]. `nbytes` (the packed bytes) is what the engine counts; the levels belong to the table."""
+    __slots__ = ("packed", "bits", "shape", "size", "levels", "dtype")
+
+    def __init__(self, packed, bits, shape, levels=None, dtype=np.float64):
+        self.packed, self.bits, self.shape, self.levels, self.dtype = packed, int(bits), tuple(shape), levels, dtype
         self.size = int(np.prod(self.shape, dtype=np.int64))
 
     @classmethod
-    def pack(cls, idx, bits):
+    def pack(cls, idx, bits, levels=None, dtype=np.float64):
         """From uint8 indices < 2^bits (any shape)."""
-        return cls(pack_codes(idx.reshape(-1), bits), bits, idx.shape)
+        return cls(pack_codes(idx.reshape(-1), bits), bits, idx.shape, levels, dtype)
 
     def unpack(self):
         """uint8 indices of the original shape."""
@@ -76,6 +104,16 @@ class PackedBins:
     @property
     def nbytes(self):
         return int(self.packed.nbytes)
+
+    def derivative(self):
+        xp = get_array_module(self.packed)
+        return xp.asarray(self.levels).astype(self.dtype)[self.unpack()]       # q(x) = levels[code], x's dtype
+
+    def scale(self, v):
+        # levels[code] · v, bitwise equal to levels.astype(v.dtype)[code] * v
+        if FUSED_BACKWARD:
+            return kernels.fewbit_backward(self.packed, self.levels, self.bits, v)
+        return lookup(self, self.levels, v.dtype).reshape(v.shape) * v
 
     def __repr__(self):
         return f"PackedBins(bits={self.bits}, shape={self.shape}, nbytes={self.nbytes})"
@@ -104,70 +142,6 @@ def pack_codes(idx, bits):
     for q in range(bits):
         out[:, q] = word >> wt(8 * q)                              # the low byte of each shifted word
     return out.reshape(-1)[:(n * bits + 7) // 8]
-
-
-# ---- the exact values, as array expressions in x's dtype (NumPy or CuPy) -------------------------------
-
-def _sigmoid(xp, x):
-    e = xp.exp(-xp.abs(x))                       # never overflows
-    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
-
-
-def _softplus1(xp, x):
-    return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))     # log(1 + e^x), overflow-free
-
-
-def value(name, x, **p):
-    """f(x) for a registered activation with resolved parameters `p`, in x's dtype (no promotion)."""
-    xp = get_array_module(x)
-    if name == "gelu":
-        return x * (0.5 * (1 + erf(x * SQRT_HALF)))                  # x Φ(x), exact (erf) form
-    if name == "silu":
-        return x * _sigmoid(xp, x)
-    if name == "tanh":
-        return xp.tanh(x)
-    if name == "sigmoid":
-        return _sigmoid(xp, x)
-    if name in ("elu", "selu"):
-        a = p["alpha"] if name == "elu" else _SELU_ALPHA
-        y = xp.where(x > 0, x, a * xp.expm1(xp.minimum(x, 0)))
-        return y if name == "elu" else _SELU_SCALE * y
-    if name == "celu":
-        a = p["alpha"]
-        return xp.where(x > 0, x, a * xp.expm1(xp.minimum(x, 0) / a))
-    if name == "softplus":
-        b, t = p["beta"], p["threshold"]
-        return xp.where(b * x > t, x, _softplus1(xp, b * x) / b)    # linear above the threshold, as PyTorch
-    if name == "mish":
-        return x * xp.tanh(_softplus1(xp, x))
-    if name == "softsign":
-        return x / (1 + xp.abs(x))
-    if name == "logsigmoid":
-        return -_softplus1(xp, -x)
-    if name == "hardswish":
-        return x * xp.clip(x + 3, 0, 6) / 6
-    if name == "tanhshrink":
-        return x - xp.tanh(x)
-    if name == "relu":
-        return xp.where(x > 0, x, 0)
-    if name == "leaky_relu":
-        return xp.where(x > 0, x, p["negative_slope"] * x)
-    if name == "relu6":
-        return xp.clip(x, 0, 6)                                      # 6 above 6
-    if name == "hardtanh":
-        return xp.clip(x, p["min_val"], p["max_val"])
-    if name == "hardsigmoid":
-        return xp.clip(x / 6 + 0.5, 0, 1)
-    raise KeyError(name)
-
-
-def mask(name, x, **p):
-    """The exact 1-bit code of a piecewise-linear activation: f'(x) = code_levels[code] (PyTorch's conditions,
-    the same as tinymoon.fewbit.activations)."""
-    if name in ("relu", "leaky_relu"):
-        return x > 0                                                 # f'(0) = 0 (relu), slope (leaky)
-    lo, hi = {"relu6": (0.0, 6.0), "hardsigmoid": (-3.0, 3.0)}.get(name, (p.get("min_val"), p.get("max_val")))
-    return (x > lo) & (x < hi)                                       # slope 0 on and beyond both kinks
 
 
 def thresholds(borders, dtype):
@@ -236,105 +210,3 @@ def lookup(bins, levels, dtype):
         rows = np.ascontiguousarray(table).view(np.dtype((np.void, table.shape[1] * table.itemsize))).ravel()
         return rows.take(chunks.reshape(-1)).view(table.dtype)[:n]
     return table[chunks.reshape(-1)].reshape(-1)[:n]
-
-
-def _dtype_out(y, x):
-    return y if y.dtype == x.dtype else y.astype(x.dtype)
-
-
-# ---- the primitives ---------------------------------------------------------------------------------------
-
-class _Quantised(Diagonal):
-    """Shared: derivative from the packed residual; vjp/jvp as levels[idx]·v; vijp/fragment from Diagonal."""
-    submersive = False       # a level with |y| < DIAG_TOL erases its bin's cotangent
-
-    @classmethod
-    def _levels(cls, ctx):
-        raise NotImplementedError
-
-    @classmethod
-    def derivative(cls, ctx, i=0):
-        # q(x) = levels[idx(x)] in the input's dtype
-        xp = get_array_module(ctx.bins.packed)
-        return xp.asarray(cls._levels(ctx)).astype(ctx.dtype)[ctx.bins.unpack()]
-
-    @classmethod
-    def _times_q(cls, ctx, v):
-        # levels[idx] · v, bitwise equal to levels.astype(v.dtype)[idx] * v
-        if FUSED_BACKWARD:
-            return kernels.fewbit_backward(ctx.bins.packed, cls._levels(ctx), ctx.bins.bits, v)
-        return lookup(ctx.bins, cls._levels(ctx), v.dtype).reshape(v.shape) * v
-
-    @classmethod
-    def vjp(cls, ctx, y_bar):
-        return (cls._times_q(ctx, y_bar),)                           # x̄ = q(x) ȳ
-
-    @classmethod
-    def jvp(cls, ctx, x_dot):
-        return None if x_dot is None else cls._times_q(ctx, x_dot)   # ẏ = q(x) ẋ (the surrogate's derivative)
-
-    @classmethod
-    def _erased(cls, ctx, d):
-        # bins whose level is (nearly) zero erase ȳ there: the fragment; y = x̄ / q elsewhere
-        xp = get_array_module(d)
-        return xp.abs(d) < DIAG_TOL
-
-
-def _check_input(name, x):
-    if x.dtype.kind != "f" or x.dtype.itemsize not in (4, 8):
-        from .errors import FewBitError
-        raise FewBitError(f"fewbit.{name}: needs a float32 or float64 input, got {x.dtype}; cast it with "
-                          f".astype(tm.float32)")
-
-
-class FewBitActivation(_Quantised):
-    """y = f(x) exactly; residual: b-bit bin indices; derivative: the table's levels (see module docstring).
-
-    params: name (registered continuous activation), table (a validated fewbit.Table), fn (the activation's
-    resolved parameters, a dict).
-    """
-    name = "fewbit"
-
-    @staticmethod
-    def forward(ctx, x, name, table, fn):
-        _check_input(name, x)
-        ctx.save(dtype=x.dtype)                                     # a dtype object: 0 bytes
-        if not any(ctx.needs):                                      # inference: the value only
-            return _dtype_out(value(name, x, **fn), x)
-        if FUSED_FORWARD and name in FUSED and get_array_module(x) is np:   # f + bins + pack in one kernel
-            y, packed = kernels.fewbit_forward(name, x, table.borders, table.bits,
-                                               **{FUSED[name][k]: v for k, v in fn.items()})
-            ctx.save(bins=PackedBins(packed, table.bits, x.shape))
-            return _dtype_out(y, x)
-        ctx.save(bins=PackedBins.pack(bin_index(x, table.borders), table.bits))
-        return _dtype_out(value(name, x, **fn), x)
-
-    @classmethod
-    def _levels(cls, ctx):
-        return ctx.params["table"].levels
-
-
-class PiecewiseLinearActivation(_Quantised):
-    """relu, leaky_relu, relu6, hardtanh, hardsigmoid: y = f(x); residual: the exact 1-bit mask;
-    f'(x) = code_levels[mask] with no approximation.
-
-    params: name, levels (the two code levels, float64), fn (resolved parameters).
-    """
-    name = "fewbit_piecewise"
-
-    @staticmethod
-    def forward(ctx, x, name, levels, fn):
-        _check_input(name, x)
-        ctx.save(dtype=x.dtype)
-        if not any(ctx.needs):
-            return _dtype_out(value(name, x, **fn), x)
-        if FUSED_FORWARD and name == "relu" and get_array_module(x) is np:   # fused: max(x, 0) + packed mask
-            y, packed = kernels.relu_mask_forward(x)
-            ctx.save(bins=PackedBins(packed, 1, x.shape))
-            return _dtype_out(y, x)
-        ctx.save(bins=PackedBins(kernels.pack_bits(mask(name, x, **fn)), 1, x.shape))
-        return _dtype_out(value(name, x, **fn), x)
-
-    @classmethod
-    def _levels(cls, ctx):
-        return ctx.params["levels"]

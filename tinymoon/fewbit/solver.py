@@ -107,7 +107,7 @@ def _resolve_f(f, params):
             raise FewBitError(f"{f} is piecewise-linear: its derivative is exact with a "
                               f"{act.code_bits}-bit mask (activation({f!r}).code / .code_levels); no table needed")
         p = act.resolve(**params)
-        return (lambda x: act._derivative(x, **p)), f, p
+        return (lambda x: act.df_at(np.asarray(x, dtype=np.float64), p)), f, p
     if callable(f):
         p = dict(params)
         name = getattr(f, "__name__", type(f).__name__)

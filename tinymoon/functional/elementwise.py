@@ -203,7 +203,8 @@ def _number(v, name, op):
 
 def leaky_relu(x, negative_slope=0.01):
     """x if x > 0 else negative_slope * x; keeps a 1-bit mask."""
-    return apply(A.LeakyReLU, floating(x, what="leaky_relu"), slope=_number(negative_slope, "negative_slope", "leaky_relu"))
+    return apply(A.LeakyReLU, floating(x, what="leaky_relu"),
+                 negative_slope=_number(negative_slope, "negative_slope", "leaky_relu"))
 
 
 def elu(x, alpha=1.0):

@@ -1,169 +1,189 @@
-"""Activations: tanh, sigmoid, relu, leaky_relu, elu, gelu (exact, erf), silu, softplus.
+"""Activations: one Diagonal primitive per entry of the activation table (kernels/activations.py).
 
-All are Diagonal primitives (see elementwise.py): jvp, vjp and vijp follow from the derivative alone.
-ReLU and leaky ReLU keep only a bit-packed sign mask (1 bit per element) — the input-only residual that
-Moonwalk's phase 1 relies on. The others keep one float array (the input or the output, whichever gives
-the derivative more cheaply).
+The math of each — f, f', its parameters and PyTorch's subgradient at a kink — is written once, in the table;
+each class below states it in one line. jvp, vjp and vijp follow from the derivative (elementwise.Diagonal),
+which the primitive reads from its residual (residuals.py). What it keeps is the residual policy:
+
+- by default (`residual=None`): relu and leaky_relu a bit-packed sign mask (1 bit per element, the input-only
+  residual Moonwalk's phase 1 relies on), softplus its input, every other activation f'(x) itself — from one
+  fused kernel pass (`kernels.act_forward`) where the kernels compile it, from the table otherwise;
+- `residual=policy`: the policy's own residual, e.g. tinymoon.fewbit's quantised b-bit bin index. A few-bit
+  Tanh is this Tanh primitive with that residual.
 """
 from __future__ import annotations
 
 from .. import kernels
-from ..backend import get_array_module
+from ..kernels.activations import ACTIVATIONS
 from .elementwise import Diagonal
-from .masks import BitMask, where_mask
+from .residuals import Derivative, FromInput, sign_mask
 
 
-
-class Fused(Diagonal):
-    """An activation whose value and derivative come from one pass of `kernels.act_forward` (Numba on the
-    CPU, one CuPy elementwise kernel on a GPU, NumPy for small arrays): the residual is f'(x) itself, as
-    many bytes as x, so the vjp is a single multiply and the vijp a single division.  The formulas live in
-    kernels/pointwise.py (`act_reference` is the readable one)."""
+class TableActivation(Diagonal):
+    """An activation of the table; every rule asks the residual (`ctx.r`) for f'."""
+    formula = None          # the table entry
+    compiled = False        # True: value and f' from one pass of kernels.act_forward
 
     @classmethod
-    def forward(cls, ctx, x, **params):
-        y, d = kernels.act_forward(cls.name, x, **params)
-        ctx.save(d=d)
+    def forward(cls, ctx, x, residual=None, **params):
+        p = {**cls.formula.defaults, **params}
+        if residual is not None:                                    # a policy: it keeps what it keeps
+            y, r = residual.keep(cls.formula, x, p, any(ctx.needs))
+        else:
+            y, r = cls.keep(ctx, x, p)
+        if r is not None:
+            ctx.save(r=r)
         return y
 
     @classmethod
-    def derivative(cls, ctx, i=0):
-        return ctx.d
-
-
-class Tanh(Fused):
-    """tanh; f' = 1 - tanh^2 (never 0 in float64 for |x| < 19, a fragment beyond)."""
-    name = "tanh"
-
-
-class Sigmoid(Fused):
-    """1/(1 + e^-x), computed without overflow; f' = s (1 - s)."""
-    name = "sigmoid"
-
-
-class ReLU(Diagonal):
-    """max(x, 0). Subgradient 0 at x = 0. The units with x <= 0 erase their cotangent: the fragment is
-    y_bar on the inactive units, as a compact 1-D array."""
-    name = "relu"
-
-    @staticmethod
-    def forward(ctx, x):
-        y, packed = kernels.relu_mask_forward(x)        # one pass: y and the bit per element of x > 0
-        ctx.save(mask=BitMask(packed, x.shape))
-        return y
+    def keep(cls, ctx, x, p):
+        """(y, residual) of the default policy: f'(x) itself."""
+        if cls.compiled:
+            y, d = kernels.act_forward(cls.formula.name, x, **p)
+        else:
+            y, d = cls.formula.forward(x, p)
+        return y, Derivative(d)
 
     @classmethod
     def derivative(cls, ctx, i=0):
-        return ctx.mask.unpack()
+        return ctx.r.derivative()
 
     @classmethod
     def vjp(cls, ctx, y_bar):
-        return (where_mask(ctx.mask, y_bar, 0.0),)
+        return (ctx.r.scale(y_bar),)                 # x̄ = ȳ f'(x)
 
     @classmethod
     def jvp(cls, ctx, x_dot):
-        return where_mask(ctx.mask, x_dot, 0.0)
+        return ctx.r.scale(x_dot)                    # ẏ = f'(x) ẋ
 
     @classmethod
     def _erased(cls, ctx, d):
-        return ~d
-
-    @classmethod
-    def condition(cls, ctx):
-        return 1.0, 1.0           # kept units: slope 1; erased units come back exactly from the fragment
-
-
-class LeakyReLU(Diagonal):
-    """x for x > 0, slope * x otherwise. With slope > 0 the Jacobian is invertible (no fragment)."""
-    name = "leaky_relu"
-
-    @staticmethod
-    def forward(ctx, x, slope=0.01):
-        y, packed = kernels.relu_mask_forward(x, slope)
-        ctx.save(mask=BitMask(packed, x.shape))
-        return y
-
-    @classmethod
-    def derivative(cls, ctx, i=0):
-        xp = get_array_module(ctx.mask.packed)
-        return xp.where(ctx.mask.unpack(), 1.0, ctx.params["slope"])
-
-    @classmethod
-    def vjp(cls, ctx, y_bar):
-        return (where_mask(ctx.mask, y_bar, ctx.params["slope"]),)
-
-    @classmethod
-    def jvp(cls, ctx, x_dot):
-        return where_mask(ctx.mask, x_dot, ctx.params["slope"])
-
-    @classmethod
-    def _erased(cls, ctx, d):
-        return get_array_module(d).abs(d) == 0     # only for slope 0; a small slope is still exact
+        return ctx.r.erased(d)
 
     @classmethod
     def fragment(cls, ctx, y_bar):
-        if ctx.params["slope"] != 0:
-            return None                            # f' is 1 or the slope: nothing erased (no pass over the mask)
+        if ctx.r.invertible:
+            return None                              # f' never vanishes: nothing erased, no pass over it
         return super().fragment(ctx, y_bar)
 
     @classmethod
     def vijp(cls, ctx, x_bar, fragment):
-        slope = ctx.params["slope"]
-        if slope == 0:
-            return super().vijp(ctx, x_bar, fragment)
-        return where_mask(ctx.mask, x_bar, 1.0 / slope)    # y_bar = x_bar / f'(x)
+        if ctx.r.invertible:
+            return ctx.r.divide(x_bar)               # ȳ = x̄ / f'(x), exactly
+        return super().vijp(ctx, x_bar, fragment)    # the same, with the fragment where f' (nearly) vanishes
 
     @classmethod
     def condition(cls, ctx):
-        # f' is 1 on the positive units and the slope on the others: only the slopes that occur count
-        s = abs(ctx.params["slope"])
-        if s == 0:
-            return 1.0, 1.0                                  # ReLU: erased units come from the fragment
-        pos, neg = ctx.mask.any(), not ctx.mask.all()
-        return max(1.0 if pos else 0.0, s if neg else 0.0), max(1.0 if pos else 0.0, 1.0 / s if neg else 0.0)
+        return ctx.r.condition() or super().condition(ctx)
 
 
-class ELU(Fused):
-    """x for x > 0, alpha (e^x - 1) otherwise; f' = 1 or alpha e^x."""
-    name = "elu"
+class ReLU(TableActivation):
+    """f = max(x, 0);  f' = 1 for x > 0, else 0 (f'(0) = 0). The units with x <= 0 erase their
+    cotangent: the fragment is y_bar there, as a compact 1-D array."""
+    name, formula = "relu", ACTIVATIONS["relu"]
 
     @classmethod
-    def forward(cls, ctx, x, alpha=1.0):
-        return super().forward(ctx, x, alpha=alpha)
+    def keep(cls, ctx, x, p):
+        return sign_mask(x)                          # one pass: y and the bit per element of x > 0
 
 
-class GELU(Fused):
-    """Exact GELU: x Phi(x), Phi the standard normal CDF. f' = Phi(x) + x phi(x), which vanishes near
-    x = -0.7518: those coordinates become fragments in the vijp."""
-    name = "gelu"
-
-
-class SiLU(Fused):
-    """x sigmoid(x); f' = s (1 + x (1 - s)), zero near x = -1.2785 (fragment there)."""
-    name = "silu"
-
-
-class Softplus(Diagonal):
-    """log(1 + e^(beta x)) / beta, linear above `threshold` (as PyTorch); f' = sigmoid(beta x)."""
-    name = "softplus"
-
-    @staticmethod
-    def forward(ctx, x, beta=1.0, threshold=20.0):
-        xp = get_array_module(x)
-        bx = beta * x
-        ctx.save(x=x)
-        soft = (xp.maximum(bx, 0) + xp.log1p(xp.exp(-xp.abs(bx)))) / beta
-        return xp.where(bx > threshold, x, soft).astype(x.dtype)
+class LeakyReLU(TableActivation):
+    """f = x for x > 0, else slope·x;  f' = 1 or slope (f'(0) = slope). With slope != 0 the Jacobian
+    is invertible: no fragment."""
+    name, formula = "leaky_relu", ACTIVATIONS["leaky_relu"]
 
     @classmethod
-    def derivative(cls, ctx, i=0):
-        xp = get_array_module(ctx.x)
-        bx = ctx.params["beta"] * ctx.x
-        return xp.where(bx > ctx.params["threshold"], 1, _sigmoid(bx)).astype(ctx.x.dtype)
+    def keep(cls, ctx, x, p):
+        return sign_mask(x, p["negative_slope"])
 
 
-def _sigmoid(x):
-    """1/(1+e^-x) for x >= 0 and e^x/(1+e^x) for x < 0: never overflows."""
-    xp = get_array_module(x)
-    e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+class Softplus(TableActivation):
+    """f = log(1 + e^(βx))/β, x where βx > threshold (as PyTorch);  f' = σ(βx), 1 above the
+    threshold. Keeps its input (the derivative is computed from it when needed)."""
+    name, formula = "softplus", ACTIVATIONS["softplus"]
+
+    @classmethod
+    def keep(cls, ctx, x, p):
+        ctx.save(x=x)                                # counted (or not, for a leaf) as the engine's own array
+        return cls.formula.f_at(x, p), FromInput(x, cls.formula, p)
+
+
+class Tanh(TableActivation):
+    """f = tanh(x);  f' = 1 − tanh²(x) (never 0 in float64 for |x| < 19, a fragment beyond)."""
+    name, formula, compiled = "tanh", ACTIVATIONS["tanh"], True
+
+
+class Sigmoid(TableActivation):
+    """f = σ(x) = 1/(1 + e^−x), without overflow;  f' = σ(x)(1 − σ(x))."""
+    name, formula, compiled = "sigmoid", ACTIVATIONS["sigmoid"], True
+
+
+class ELU(TableActivation):
+    """f = x for x > 0, else α(eˣ − 1);  f' = 1 or α eˣ (f'(0) = α)."""
+    name, formula, compiled = "elu", ACTIVATIONS["elu"], True
+
+
+class GELU(TableActivation):
+    """f = x Φ(x) (exact, Φ the normal CDF);  f' = Φ(x) + x φ(x), which vanishes near x = −0.7518 (fragments
+    there)."""
+    name, formula, compiled = "gelu", ACTIVATIONS["gelu"], True
+
+
+class SiLU(TableActivation):
+    """f = x σ(x);  f' = σ(x)(1 + x(1 − σ(x))), zero near x = −1.2785 (fragment there)."""
+    name, formula, compiled = "silu", ACTIVATIONS["silu"], True
+
+
+class SELU(TableActivation):
+    """f = λ·elu(x, α) (PyTorch's λ, α);  f' = λ or λα eˣ (f'(0) = λα)."""
+    name, formula = "selu", ACTIVATIONS["selu"]
+
+
+class CELU(TableActivation):
+    """f = x for x > 0, else α(e^(x/α) − 1);  f' = 1 or e^(x/α) (continuous)."""
+    name, formula = "celu", ACTIVATIONS["celu"]
+
+
+class Mish(TableActivation):
+    """f = x tanh(softplus(x));  f' = tanh(sp) + x (1 − tanh²(sp)) σ(x), sp = softplus(x)."""
+    name, formula = "mish", ACTIVATIONS["mish"]
+
+
+class Softsign(TableActivation):
+    """f = x/(1 + |x|);  f' = 1/(1 + |x|)²."""
+    name, formula = "softsign", ACTIVATIONS["softsign"]
+
+
+class LogSigmoid(TableActivation):
+    """f = log σ(x) = −softplus(−x);  f' = σ(−x)."""
+    name, formula = "logsigmoid", ACTIVATIONS["logsigmoid"]
+
+
+class Hardswish(TableActivation):
+    """f = x·relu6(x + 3)/6;  f' = 0 for x <= −3, x/3 + 1/2 inside, 1 for x >= 3."""
+    name, formula = "hardswish", ACTIVATIONS["hardswish"]
+
+
+class Tanhshrink(TableActivation):
+    """f = x − tanh(x);  f' = tanh²(x)."""
+    name, formula = "tanhshrink", ACTIVATIONS["tanhshrink"]
+
+
+class ReLU6(TableActivation):
+    """f = min(max(x, 0), 6);  f' = 1 on (0, 6), else 0 (0 at both kinks)."""
+    name, formula = "relu6", ACTIVATIONS["relu6"]
+
+
+class Hardtanh(TableActivation):
+    """f = clip(x, min_val, max_val);  f' = 1 strictly inside, else 0."""
+    name, formula = "hardtanh", ACTIVATIONS["hardtanh"]
+
+
+class Hardsigmoid(TableActivation):
+    """f = clip(x/6 + 1/2, 0, 1);  f' = 1/6 on (−3, 3), else 0."""
+    name, formula = "hardsigmoid", ACTIVATIONS["hardsigmoid"]
+
+
+# name -> primitive, for every entry of the table
+PRIMITIVES = {cls.name: cls for cls in (ReLU, LeakyReLU, Softplus, Tanh, Sigmoid, ELU, GELU, SiLU, SELU, CELU, Mish,
+                                        Softsign, LogSigmoid, Hardswish, Tanhshrink, ReLU6, Hardtanh, Hardsigmoid)}
+assert set(PRIMITIVES) == set(ACTIVATIONS)

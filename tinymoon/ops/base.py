@@ -26,7 +26,8 @@ Residuals are declared by purpose. `ctx.save_for(i, name=array)` keeps `array` o
 cotangent (or a tangent, or is the inverse-mode data path): a dense layer keeps its weight for the input
 cotangent and its input for the weight cotangent, and an interpreter that asks only for the input
 cotangent (Moonwalk phase 1) simply never stores the layer input. `ctx.save(name=array)` keeps what every
-mode needs. The bytes kept are counted in tinymoon.memory.
+mode needs. The bytes kept are counted in tinymoon.memory — an array's, or a residual object's own `nbytes`
+(the residual policies of residuals.py: a bit mask, a packed bin index, a sketch), so nothing escapes.
 """
 from __future__ import annotations
 

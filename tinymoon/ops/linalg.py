@@ -338,7 +338,8 @@ class Matmul(Primitive):
 class Linear(Primitive):
     """y = x Wᵀ + bias, W (out_features, in_features), x (..., in_features), bias (out_features,) or absent.
 
-    Residuals by purpose: W for the x cotangent, x for the W cotangent, nothing for the bias.
+    Residuals by purpose: W for the x cotangent, x for the W cotangent, nothing for the bias. `residual=` a
+    sketched policy (tinymoon.randomized) keeps what it keeps of x instead, and estimates W̄ from it.
     vijp along x: matmul's with b = Wᵀ (n = in, m = out): out <= in and W of full row rank: the factor of
     W Wᵀ is computed once per context (O(in·out) per row after); out > in: pivoted-QR fragment of
     out - in coordinates per row. Along W or bias: MissingRuleError.
@@ -348,7 +349,7 @@ class Linear(Primitive):
     orders = None
 
     @staticmethod
-    def forward(ctx, x, weight, bias=None):
+    def forward(ctx, x, weight, bias=None, residual=None):
         if weight.ndim != 2:
             raise ShapeError(f"linear: weight must be 2-D (out_features, in_features), got shape {weight.shape}")
         out_f, in_f = weight.shape
@@ -358,8 +359,13 @@ class Linear(Primitive):
         if bias is not None and bias.shape != (out_f,):
             raise ShapeError(f"linear: bias of shape {bias.shape} does not fit weight of shape {weight.shape}: it "
                              f"must have shape ({out_f},)")
-        ctx.save_for(0, weight=weight)
-        ctx.save_for(1, x=x)
+        ctx.save_for(0, weight=weight)                    # x̄ = ȳ W
+        if residual is None:
+            ctx.save_for(1, x=x)                          # W̄ = ȳᵀ x
+        elif ctx.needs[1]:
+            ctx.save(x_kept=residual.keep(x, "linear"))   # W̄ ≈ from what the policy keeps of x
+            if residual.keep_input:
+                ctx.save(x=x)                             # forward mode: ẏ needs x for the weight tangent
         ctx.x_shape = x.shape
         x2 = x.reshape(math.prod(x.shape[:-1]), in_f)    # not -1: in_features may be 0
         y = _matmul(x2, weight.T)                         # BLAS reads Wᵀ as a transposed view: no copy
@@ -380,7 +386,9 @@ class Linear(Primitive):
         x_bar = w_bar = b_bar = None
         if ctx.needs[0]:
             x_bar = _matmul(g, ctx.weight).reshape(ctx.x_shape)               # x_bar = y_bar W
-        if ctx.needs[1]:
+        if ctx.needs[1] and ctx.params.get("residual") is not None:
+            w_bar = ctx.x_kept.linear_weight_cotangent(g)                     # the policy's estimate of W_bar
+        elif ctx.needs[1]:
             w_bar = _matmul(g.T, ctx.x.reshape(rows, ctx.x_shape[-1]))        # W_bar = y_barᵀ x
         if len(ctx.needs) > 2 and ctx.needs[2]:
             b_bar = g.sum(0)                                                  # bias_bar = sum over rows

@@ -35,7 +35,7 @@ from ..ops import linalg as _linalg
 from ..ops.base import Primitive
 from ..ops.masks import BitMask
 from ..tensor import as_tensor, generator as _generator
-from .estimated import EstimatedConv2d, EstimatedLinear
+from .policy import PolicyConv2d, SketchPolicy
 from .probes import new_seed
 
 RULES = ("uniform", "optimal")
@@ -205,74 +205,54 @@ class LowRankCotangent(Primitive):
 
 
 # ---------------------------------------------------- layers that store a sampled / low-rank activation
-def compress(ctx, x, kind, budget, rule, seed, per_sample):
-    """Keep an unbiased sketch x̂ of x for the weight cotangent (residuals counted via save_for(1, ...))."""
-    xp = get_array_module(x)
-    ctx.seed = seed
-    if kind == "sparse":
-        mask, p = _mask_and_p(np.asarray(_host(x), dtype=np.float64), budget, rule, seed, per_sample)
-        vals = (x[xp.asarray(mask)] / xp.asarray(p[mask].astype(x.dtype)))      # the kept x_i / p_i
-        if rule == "uniform":
-            ctx.save_for(1, values=vals)                  # the mask is regenerated from the seed (p is fixed)
+class SampledInput(SketchPolicy):
+    """Sketched policy of Linear and Conv2d: keep an unbiased sparse (RAD sampling: kind="sparse", budget = the
+    kept fraction) or low-rank (kind="lowrank", budget = the rank) sketch x̂ of the input instead of x, and
+    estimate w̄ with the exact rule on x̂ (ŵ = ȳ (*) x̂, W̄ ≈ ȳᵀ x̂). Low-rank views x as (rows, in) for Linear,
+    (B·C, H·W) for Conv2d."""
+
+    def __init__(self, kind="sparse", budget=0.1, rule="uniform", seed=0, per_sample=True, keep_input=False):
+        super().__init__(keep_input)
+        self.kind, self.budget, self.rule, self.seed, self.per_sample = kind, budget, rule, int(seed), per_sample
+
+    def keep(self, x, layer):
+        xp = get_array_module(x)
+        if self.kind == "sparse":
+            mask, p = _mask_and_p(np.asarray(_host(x), dtype=np.float64), self.budget, self.rule, self.seed,
+                                  self.per_sample)
+            vals = x[xp.asarray(mask)] / xp.asarray(p[mask].astype(x.dtype))       # the kept x_i / p_i
+            if self.rule == "uniform":
+                return self._holding(x, values=vals)           # the mask is regenerated from the seed (p is fixed)
+            return self._holding(x, values=vals, mask=BitMask.pack(xp.asarray(mask)))    # p depends on x: keep it
+        m = x.reshape((x.shape[0] * x.shape[1], -1) if layer == "conv2d" else (-1, x.shape[-1]))
+        a, b, _ = lowrank_factors(m, self.budget, self.rule, np.random.default_rng(self.seed))
+        return self._holding(x, factor_a=a, factor_b=b)
+
+    def expand(self):
+        """x̂, of x's shape."""
+        k, x_shape = self.arrays, self.x_shape
+        if self.kind == "lowrank":
+            return (k["factor_a"] @ k["factor_b"]).reshape(x_shape)
+        xp = get_array_module(k["values"])
+        if self.rule == "uniform":
+            rows = _rows(x_shape, self.per_sample)
+            mask = xp.asarray((np.random.default_rng(self.seed).random(rows) < self.budget).reshape(x_shape))
         else:
-            ctx.save_for(1, values=vals, mask=BitMask.pack(xp.asarray(mask)))   # p depends on x: keep the mask
-    else:                                                  # "lowrank": budget is the rank
-        m = x.reshape(ctx.matrix_shape)
-        a, b, _ = lowrank_factors(m, budget, rule, np.random.default_rng(seed))
-        ctx.save_for(1, factor_a=a, factor_b=b)
+            mask = k["mask"].unpack().reshape(x_shape)
+        x_hat = xp.zeros(x_shape, dtype=self.dtype)
+        x_hat[mask] = k["values"]
+        return x_hat
 
+    def linear_weight_cotangent(self, g):
+        return _linalg._matmul(g.T, self.expand().reshape(-1, self.x_shape[-1]))            # W̄ ≈ ȳᵀ x̂
 
-def expand(ctx, x_shape, dtype, xp):
-    """x̂ from the residuals of `compress`."""
-    p = ctx.params
-    if p["kind"] == "lowrank":
-        return (ctx.factor_a @ ctx.factor_b).reshape(x_shape)
-    if p["rule"] == "uniform":
-        rows = _rows(x_shape, p["per_sample"])
-        mask = (np.random.default_rng(ctx.seed).random(rows) < p["budget"]).reshape(x_shape)
-        mask = xp.asarray(mask)
-    else:
-        mask = ctx.mask.unpack().reshape(x_shape)
-    x_hat = xp.zeros(x_shape, dtype=dtype)
-    x_hat[mask] = ctx.values
-    return x_hat
-
-
-class SampledConv2d(EstimatedConv2d):
-    """conv2d whose weight cotangent uses an unbiased sparse (RAD sampling) or low-rank sketch x̂ of its input:
-    w̄ ≈ ȳ (*) x̂ (exact kernel, exact zero padding). Low-rank views x as the (B·C) x (H·W) matrix. The exact
-    parts are in estimated.py."""
-    name = "sampled_conv2d"
-
-    @classmethod
-    def keep(cls, ctx, x, kind="sparse", budget=0.1, rule="uniform", seed=0, per_sample=True):
-        ctx.matrix_shape = (x.shape[0] * x.shape[1], x.shape[2] * x.shape[3])
-        compress(ctx, x, kind, budget, rule, seed, per_sample)
-
-    @classmethod
-    def weight_cotangent(cls, ctx, y_bar):
-        cfg = ctx.cfg
-        x_hat = expand(ctx, ctx.x_shape, ctx.dtype, get_array_module(y_bar))
+    def conv_weight_cotangent(self, y_bar, ctx):
+        cfg, x_hat = ctx.cfg, self.expand()
         pad = cfg["pad"]
         if ctx.params["padding_mode"] == "circular":
             x_hat, pad = _conv._circular_pad(x_hat, pad), ((0, 0), (0, 0))
         return kernels.conv2d_grad_weight(x_hat, y_bar, ctx.w_shape, cfg["stride"], pad, cfg["dilation"],
                                           cfg["groups"])                   # ŵ = ȳ (*) x̂
-
-
-class SampledLinear(EstimatedLinear):
-    """linear whose weight cotangent W̄ ≈ ȳᵀ x̂ uses a sparse or low-rank sketch x̂ of the input (rows x in)."""
-    name = "sampled_linear"
-
-    @classmethod
-    def keep(cls, ctx, x, kind="sparse", budget=0.1, rule="uniform", seed=0, per_sample=True):
-        ctx.matrix_shape = (-1, x.shape[-1])
-        compress(ctx, x, kind, budget, rule, seed, per_sample)
-
-    @classmethod
-    def weight_cotangent(cls, ctx, g):
-        x_hat = expand(ctx, ctx.x_shape, ctx.dtype, get_array_module(g))
-        return _linalg._matmul(g.T, x_hat.reshape(-1, ctx.x_shape[-1]))   # W̄ ≈ ȳᵀ x̂
 
 
 # ---------------------------------------------------------------------------------------- functional forms
@@ -298,16 +278,16 @@ def sampled_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
     """conv2d whose weight gradient uses an unbiased sparse (kind="sparse", budget = kept fraction) or low-rank
     (kind="lowrank", budget = rank) sketch of the stored input."""
     ts, tangent = _tensors(x, weight, bias)
-    return apply(SampledConv2d, *ts, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                 padding_mode=padding_mode, kind=kind, budget=budget, rule=rule, seed=int(seed),
-                 per_sample=bool(per_sample), keep_input=tangent, vijp_tol=vijp_tol, vijp_maxiter=vijp_maxiter)
+    return apply(PolicyConv2d, *ts, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                 padding_mode=padding_mode, vijp_tol=vijp_tol, vijp_maxiter=vijp_maxiter,
+                 residual=SampledInput(kind, budget, rule, seed, bool(per_sample), keep_input=tangent))
 
 
 def sampled_linear(x, weight, bias=None, *, kind="sparse", budget=0.1, rule="uniform", seed=0, per_sample=True):
     """linear whose weight gradient uses an unbiased sparse or low-rank sketch of the stored input."""
     ts, tangent = _tensors(x, weight, bias)
-    return apply(SampledLinear, *ts, kind=kind, budget=budget, rule=rule, seed=int(seed),
-                 per_sample=bool(per_sample), keep_input=tangent)
+    return apply(_linalg.Linear, *ts, residual=SampledInput(kind, budget, rule, seed, bool(per_sample),
+                                                             keep_input=tangent))
 
 
 class _Estimator:

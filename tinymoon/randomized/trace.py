@@ -47,7 +47,7 @@ from ..errors import ShapeError
 from ..ops import conv as _conv
 from ..ops import linalg as _linalg
 from ..tensor import as_tensor, generator as _generator
-from .estimated import EstimatedConv2d, EstimatedLinear
+from .policy import PolicyConv2d, SketchPolicy
 from .probes import DISTRIBUTIONS, new_seed, probe_matrix
 
 MODES = ("independent", "multichannel")
@@ -82,28 +82,28 @@ def _probe_images(ctx, z):
     return img, ctx.cfg["pad"]
 
 
-def _conv_flops(ctx, r):
+def _conv_flops(ctx, r, mode):
     """(trace, reconstruct) multiply counts of the weight estimate (to choose the cheaper path)."""
     n, c, h, w = ctx.x_shape
     co, cg, kh, kw = ctx.w_shape
     t, p = kh * kw, ctx.cfg["out_hw"][0] * ctx.cfg["out_hw"][1]
     exact = n * co * cg * t * p
-    if ctx.params["mode"] == "independent":
+    if mode == "independent":
         return n * co * r * t * p + n * co * cg * r * t, n * c * h * w * r + exact
     return n * r * co * p + r * co * cg * t * p, n * c * h * w * r + exact
 
 
-def estimate_conv_weight(ctx, y_bar, z, path):
-    """ŵ from the stored sketch ctx.sketch, the regenerated probes z and ȳ (see the module docstring)."""
+def estimate_conv_weight(ctx, y_bar, sk, mode, z, path):
+    """ŵ from the stored sketch sk, the regenerated probes z and ȳ (see the module docstring); ctx is the
+    conv2d context (its geometry)."""
     xp = get_array_module(y_bar)
     cfg = ctx.cfg
     n, c, h, w = ctx.x_shape
     co, cg, kh, kw = ctx.w_shape
     groups, r = cfg["groups"], z.shape[1]
-    sk = ctx.sketch
     if path == "reconstruct":
         # x̂ = Z X̄ (unbiased for x), then the exact kernel: ŵ = ȳ (*) x̂
-        if ctx.params["mode"] == "independent":
+        if mode == "independent":
             x_hat = (sk.reshape(n * c, r) @ z.T).reshape(ctx.x_shape)
         else:
             x_hat = (sk @ z.T).reshape(ctx.x_shape)
@@ -113,7 +113,7 @@ def estimate_conv_weight(ctx, y_bar, z, path):
             pad = cfg["pad"]
         return kernels.conv2d_grad_weight(x_hat, y_bar, ctx.w_shape, cfg["stride"], pad, cfg["dilation"], groups)
     img, pad = _probe_images(ctx, z)
-    if ctx.params["mode"] == "multichannel":
+    if mode == "multichannel":
         # L[k, o, p] = Σ_b X̄[b, k] ȳ[b, o, p];  ŵ[o, c, t] = Σ_{k,p} L[k, o, p] (S_t Z_c)[p, k]
         ho, wo = cfg["out_hw"]
         lk = (sk.T @ y_bar.reshape(n, co * ho * wo)).reshape(r, co, ho, wo)
@@ -134,62 +134,57 @@ def estimate_conv_weight(ctx, y_bar, z, path):
     return out.reshape(ctx.w_shape)
 
 
-class SketchedConv2d(EstimatedConv2d):
-    """conv2d whose weight cotangent is a trace estimate from a stored sketch (see estimated.py for the
-    exact parts). Residuals for the w cotangent: the sketch X̄ = Zᵀ x and the seed of Z, instead of x."""
-    name = "sketched_conv2d"
+class PixelSketch(SketchPolicy):
+    """Sketched policy of Conv2d: keep X̄ = Zᵀx (and the seed of Z) instead of x; ŵ is the trace estimate above,
+    unbiased since E[Z Zᵀ] = I. mode "independent" (X̄ (B, C, r): r/N of x) or "multichannel" (X̄ (B, r):
+    r/(C·N)); path "trace", "reconstruct" or "auto" (fewer flops)."""
 
-    @classmethod
-    def validate(cls, x, probes=16, mode="independent", dist="gaussian", seed=0, path="auto"):
+    def __init__(self, probes=16, mode="independent", dist="gaussian", seed=0, path="auto", keep_input=False):
         _check_dist(mode, dist)
+        super().__init__(keep_input)
+        self.probes, self.mode, self.dist, self.seed, self.path = int(probes), mode, dist, int(seed), path
 
-    @classmethod
-    def keep(cls, ctx, x, probes=16, mode="independent", dist="gaussian", seed=0, path="auto"):
-        n, c, h, wd = x.shape
-        dim = h * wd if mode == "independent" else c * h * wd
-        z = _probes(seed, dim, probes, dist, c, x)
+    def _dim(self, x_shape):
+        n, c, h, w = x_shape
+        return h * w if self.mode == "independent" else c * h * w
+
+    def keep(self, x, layer="conv2d"):
+        n, c = x.shape[:2]
+        dim = self._dim(x.shape)
+        z = _probes(self.seed, dim, self.probes, self.dist, c, x)
         # X̄ = Zᵀ x: (B, C, r) per channel, or (B, r) over the channel x pixel vector
-        sketch = (x.reshape(-1, dim) @ z).reshape((n, c, probes) if mode == "independent" else (n, probes))
-        ctx.save_for(1, sketch=sketch)
-        ctx.seed = seed
+        sk = (x.reshape(-1, dim) @ z).reshape((n, c, self.probes) if self.mode == "independent" else (n, self.probes))
+        return self._holding(x, sketch=sk)
 
-    @classmethod
-    def weight_cotangent(cls, ctx, y_bar):
-        p = ctx.params
-        n, c, h, w = ctx.x_shape
-        dim = h * w if p["mode"] == "independent" else c * h * w
-        z = _probes(ctx.seed, dim, p["probes"], p["dist"], c, y_bar)     # the same Z as in forward
-        path = p["path"]
+    def conv_weight_cotangent(self, y_bar, ctx):
+        z = _probes(self.seed, self._dim(ctx.x_shape), self.probes, self.dist, ctx.x_shape[1], y_bar)  # forward's Z
+        path = self.path
         if path == "auto":
-            trace, rebuild = _conv_flops(ctx, p["probes"])
+            trace, rebuild = _conv_flops(ctx, self.probes, self.mode)
             path = "trace" if trace <= rebuild else "reconstruct"
-        return estimate_conv_weight(ctx, y_bar, z, path)
+        return estimate_conv_weight(ctx, y_bar, self.arrays["sketch"], self.mode, z, path)
 
 
 # ------------------------------------------------------------------------------------------------ linear
-class SketchedLinear(EstimatedLinear):
-    """linear whose weight cotangent is estimated from a row sketch X̄ = Zᵀ x (Z: M x r, M the rows of x):
-    W̄ = ȳᵀ x ≈ (ȳᵀ Z) X̄. The exact parts are in estimated.py."""
-    name = "sketched_linear"
+class RowSketch(SketchPolicy):
+    """Sketched policy of Linear: keep X̄ = Zᵀ x (Z: M x r over the M rows of x, X̄: r x in) instead of x:
+    W̄ = ȳᵀ x ≈ (ȳᵀ Z) X̄, unbiased since E[Z Zᵀ] = I; r/M of x."""
 
-    @classmethod
-    def validate(cls, x, probes=16, dist="gaussian", seed=0):
+    def __init__(self, probes=16, dist="gaussian", seed=0, keep_input=False):
         if dist == "block_orthogonal":
             raise ValueError("sketched_linear: dist='block_orthogonal' is for multichannel conv sketches; use "
                              "'gaussian', 'rademacher' or 'orthogonal'")
+        super().__init__(keep_input)
+        self.probes, self.dist, self.seed = int(probes), dist, int(seed)
 
-    @classmethod
-    def keep(cls, ctx, x, probes=16, dist="gaussian", seed=0):
+    def keep(self, x, layer="linear"):
         x2 = x.reshape(-1, x.shape[-1])
-        z = _probes(seed, x2.shape[0], probes, dist, 1, x)
-        ctx.save_for(1, sketch=z.T @ x2)              # X̄ = Zᵀ x, (r, in)
-        ctx.seed = seed
+        z = _probes(self.seed, x2.shape[0], self.probes, self.dist, 1, x)
+        return self._holding(x, sketch=z.T @ x2)           # X̄ = Zᵀ x, (r, in)
 
-    @classmethod
-    def weight_cotangent(cls, ctx, g):
-        p = ctx.params
-        z = _probes(ctx.seed, g.shape[0], p["probes"], p["dist"], 1, g)
-        return _linalg._matmul(g.T @ z, ctx.sketch)    # W̄ ≈ (ȳᵀ Z) X̄
+    def linear_weight_cotangent(self, g):
+        z = _probes(self.seed, g.shape[0], self.probes, self.dist, 1, g)
+        return _linalg._matmul(g.T @ z, self.arrays["sketch"])     # W̄ ≈ (ȳᵀ Z) X̄
 
 
 def _tensors(x, weight, bias):
@@ -203,15 +198,15 @@ def sketched_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, group
     """conv2d (as tm.conv2d) whose weight gradient is an unbiased trace estimate from a sketch of x with
     `probes` columns regenerated from `seed` (an int). See the module docstring."""
     ts, tangent = _tensors(x, weight, bias)
-    return apply(SketchedConv2d, *ts, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                 padding_mode=padding_mode, probes=int(probes), mode=mode, dist=dist, seed=int(seed), path=path,
-                 keep_input=tangent, vijp_tol=vijp_tol, vijp_maxiter=vijp_maxiter)
+    return apply(PolicyConv2d, *ts, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                 padding_mode=padding_mode, vijp_tol=vijp_tol, vijp_maxiter=vijp_maxiter,
+                 residual=PixelSketch(probes, mode, dist, seed, path, keep_input=tangent))
 
 
 def sketched_linear(x, weight, bias=None, *, probes=16, dist="gaussian", seed=0):
     """linear (as tm.linear) whose weight gradient is an unbiased estimate from a row sketch of x."""
     ts, tangent = _tensors(x, weight, bias)
-    return apply(SketchedLinear, *ts, probes=int(probes), dist=dist, seed=int(seed), keep_input=tangent)
+    return apply(_linalg.Linear, *ts, residual=RowSketch(probes, dist, seed, keep_input=tangent))
 
 
 class TraceEstimator:
