@@ -184,3 +184,36 @@ def test_newton_example_converges(capsys):
     f, _ = newton.problem(120, 6, 3, 1e-2)
     assert np.linalg.norm(tm.grad(f)(theta).numpy()) < 1e-10          # quadratic convergence: a few steps
     assert "forward-over-reverse" in capsys.readouterr().out
+
+
+ACT_PARAMS = {"elu": {"alpha": 0.7}, "celu": {"alpha": 2.0}, "softplus": {"beta": 2.0, "threshold": 5.0},
+              "leaky_relu": {"negative_slope": 0.2}, "hardtanh": {"min_val": -2.0, "max_val": 0.5}}
+
+
+def _activation_cases():
+    from tinymoon.ops import activations as A
+    return sorted(A.PRIMITIVES)
+
+
+@pytest.mark.parametrize("name", _activation_cases())
+def test_every_activation_of_the_table_twice(name):
+    """f'' from the table's own f' run on tensors (GELU through the erf primitive); piecewise-linear ones: 0."""
+    from tinymoon.autodiff.apply import apply
+    from tinymoon.kernels.activations import ACTIVATIONS
+    from tinymoon.ops import activations as A
+    from tinymoon.testing import check_grads
+    x = np.random.default_rng(0).uniform(-4, 4, 30)
+    pts = np.array(list(ACTIVATIONS[name].jumps(**ACT_PARAMS.get(name, {}))) + [0.0, -3.0, 3.0, 6.0])
+    x = x[np.min(np.abs(x[:, None] - pts[None, :]), axis=1) > 1e-2]
+    check_grads(lambda t: apply(A.PRIMITIVES[name], t, **ACT_PARAMS.get(name, {})), [x], modes=("hvp",))
+
+
+def test_residual_policies_refuse_a_second_derivative():
+    import tinymoon.fewbit as fb
+    import tinymoon.randomized as R
+    x = tm.tensor(np.linspace(-2, 2, 6).reshape(2, 3))
+    with pytest.raises(MissingRuleError, match="tanh: no derivative of order 2 with the Quantised residual"):
+        tm.hvp(lambda v: fb.tanh(v, bits=3).sum(), x, np.ones((2, 3)))
+    w = tm.tensor(np.ones((4, 3)))
+    with pytest.raises(MissingRuleError, match="linear: no derivative of order 2 with the RowSketch residual"):
+        tm.grad(lambda u: tm.grad(lambda m: R.sketched_linear(x, m, probes=2, seed=0).sum())(u).sum())(w)

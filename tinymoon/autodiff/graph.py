@@ -25,6 +25,7 @@ from __future__ import annotations
 from numpy import ndarray
 
 from ..errors import MissingRuleError
+from ..ops.base import Primitive
 from ..ops.masks import BitMask
 from ..tensor import Tensor
 from .state import enable_grad, no_grad, state
@@ -83,7 +84,10 @@ class GraphContext:
     def _recomputed(self, name):
         if self._derived is None:
             node = self._node
-            if not node.higher:
+            if getattr(node.prim.residuals, "__func__", node.prim.residuals) is Primitive.residuals.__func__:
+                self._derived = {}                 # the primitive derives nothing it could recompute
+                return None
+            if not node.higher or node.higher[0] is None:
                 why = ("its inputs carried tangents that the forward did not keep" if node.higher is HIGHER_DROPPED
                        else "its vjp uses residuals the forward derived from its inputs, and a first-order "
                             "forward does not keep the inputs")

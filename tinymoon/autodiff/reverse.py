@@ -262,7 +262,7 @@ def backward(out, y_bar=None, retain_graph=None, create_graph=False):
                             "had requires_grad=True (or it ran under tm.no_grad())")
     graph = _graph_mode(create_graph) if create_graph or nesting.nested() else None
     if retain_graph is None:
-        retain_graph = graph is not None
+        retain_graph = graph == "record"     # an outer reverse pass walks the forward nodes again
     backprop(out, _seed(out, y_bar, "backward()", graph), retain_graph=retain_graph, graph=graph)
 
 
@@ -304,7 +304,7 @@ def vjp(f, *primals):
     def vjp_fn(y_bar=None, retain_graph=True):
         if not out.requires_grad:
             return tuple(Tensor._wrap(p.xp.zeros_like(p.data)) for p in ps)
-        gs = backprop(out, _seed(out, y_bar, "vjp", graph), wrt=ps, retain_graph=retain_graph or graph is not None,
+        gs = backprop(out, _seed(out, y_bar, "vjp", graph), wrt=ps, retain_graph=retain_graph or graph == "record",
                       graph=graph)
         return _zeros_where_none(gs, ps, graph)
 
@@ -329,7 +329,9 @@ def value_and_grad(f, argnums=0, _name="tm.value_and_grad"):
         if not out.requires_grad:
             gs = [None] * len(ps)
         else:
-            gs = backprop(out, _seed(out, None, "grad", graph), wrt=ps, retain_graph=graph is not None, graph=graph)
+            # under an outer reverse pass the forward nodes are walked again (kept); under a tm.jvp alone they
+            # are done with as the pass goes, as in first order
+            gs = backprop(out, _seed(out, None, "grad", graph), wrt=ps, retain_graph=graph == "record", graph=graph)
         gs = _zeros_where_none(gs, ps, graph)
         return (out if nested else out.detach()), (gs[0] if isinstance(argnums, int) else gs)
     return wrapped

@@ -32,9 +32,9 @@ class Node:
     A differentiable backward reads i too: such a residual becomes the input's tensor (graph.py).
 
     higher: None, or what a differentiable backward needs beyond the residuals, recorded under
-    `tm.higher_order()` (nested transforms turn it on): (the input arrays, the output array, the tangents of the
-    inputs and the output or None). HIGHER_DROPPED marks a node whose inputs carried tangents that were not
-    kept. level: 0 for the forward pass, k + 1 for a node a differentiable backward recorded while running the
+    `tm.higher_order()` (nested transforms turn it on): (the input arrays and the output array — for a primitive
+    that recomputes residuals from them, else None — and the tangents of the inputs and the output, or None).
+    HIGHER_DROPPED marks a node whose inputs carried tangents that were not kept. level: 0 for the forward pass, k + 1 for a node a differentiable backward recorded while running the
     rules of a level-k node.
     """
     __slots__ = ("prim", "ctx", "parents", "shapes", "released", "versions", "higher", "level")
@@ -104,6 +104,41 @@ def _stale(node, saved, now, i):
         "backward; to keep an old value, copy it first (tm.tensor(x)).")
 
 
+def _derives(prim):
+    """Whether prim recomputes residuals from its inputs in a differentiable backward (Primitive.residuals)."""
+    own = prim.__dict__.get("_derives")
+    if own is None:
+        from ..ops.base import Primitive
+        own = getattr(prim.residuals, "__func__", prim.residuals) is not Primitive.residuals.__func__
+        prim._derives = own
+    return own
+
+
+def _higher_record(prim, ctx, inputs, xs, y, out, versions, tangents):
+    """Node.higher under higher order: the input and output arrays for a primitive that recomputes residuals
+    from them (counted in the node's saved bytes: an intermediate is kept alive for it, as a residual is), and
+    the tangents of what a differentiable backward turns into tensors (all inputs and the output for such a
+    primitive, else the inputs and output saved as residuals)."""
+    derives = _derives(prim)
+    if derives:
+        extra, seen = 0, {id(v) for v in ctx.__dict__.values()}
+        for t, a in zip(inputs, xs):
+            if t._node is not None and id(a) not in seen:         # a leaf's own array lives anyway
+                seen.add(id(a))
+                extra += a.nbytes
+        if id(y) not in seen:
+            extra += y.nbytes
+        if extra:
+            ctx.nbytes += extra
+            memory._add(extra)
+    kept = None
+    if tangents:
+        used = {i for _, _, i, _ in versions or ()}
+        kept = tuple(t.tangent if derives or i in used else None for i, t in enumerate(inputs)) + \
+            (out.tangent if derives or -1 in used else None,)
+    return (tuple(xs), y, kept) if derives else (None, None, kept)
+
+
 def record(prim, ctx, inputs, xs, y, out, needs, peak0, tangents=False):
     """Put `out` on the tape: a Node for prim applied to `inputs` (arrays xs) giving y, with the residuals
     in ctx; parents are the inputs' nodes, or the inputs themselves for leaves that require grad.
@@ -116,7 +151,8 @@ def record(prim, ctx, inputs, xs, y, out, needs, peak0, tangents=False):
         memory._peak = max(peak0, memory._saved)
     higher = None
     if state.higher:
-        higher = (tuple(xs), y, tuple(t.tangent for t in inputs) + (out.tangent,) if tangents else None)
+        higher = _higher_record(prim, ctx, inputs, xs, y, out, versions, tangents)
+        memory._peak = max(peak0, memory._saved)
     elif tangents:
         higher = HIGHER_DROPPED
     out.requires_grad = True

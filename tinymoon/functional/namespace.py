@@ -55,6 +55,10 @@ def expm1(x):
     return _apply(_ops.Expm1, floating(x))
 
 
+def erf(x):
+    return _apply(_ops.Erf, floating(x))
+
+
 def clip(x, lo=None, hi=None):
     return _E.clip(x, lo, hi)
 

@@ -9,10 +9,18 @@ which the primitive reads from its residual (residuals.py). What it keeps is the
   fused kernel pass (`kernels.act_forward`) where the kernels compile it, from the table otherwise;
 - `residual=policy`: the policy's own residual, e.g. tinymoon.fewbit's quantised b-bit bin index. A few-bit
   Tanh is this Tanh primitive with that residual.
+
+Higher order: in a differentiable backward f'(x) is recomputed on tensors by the table's own formula (f' is
+written in `xp`), so the second and later derivatives are the formula's; a piecewise-linear activation's f' is
+piecewise constant (its second derivative is 0 almost everywhere: the residual is a constant). A residual
+policy keeps an approximation of f' (a few-bit table, whose derivative is 0, not the second derivative): with
+one, a second derivative raises.
 """
 from __future__ import annotations
 
 from .. import kernels
+from ..backend import get_array_module
+from ..errors import MissingRuleError
 from ..kernels.activations import ACTIVATIONS
 from .elementwise import Diagonal
 from .residuals import Derivative, FromInput, sign_mask
@@ -22,6 +30,23 @@ class TableActivation(Diagonal):
     """An activation of the table; every rule asks the residual (`ctx.r`) for f'."""
     formula = None          # the table entry
     compiled = False        # True: value and f' from one pass of kernels.act_forward
+    orders = None
+
+    @classmethod
+    def orders_for(cls, ctx):
+        policy = ctx.params.get("residual")
+        if policy is not None:
+            raise MissingRuleError(
+                f"{cls.name}: no derivative of order 2 with the {type(policy).__name__} residual policy: it keeps an "
+                "approximation of f' whose derivative is not the second derivative; differentiate twice with the "
+                "default residual")
+        return cls.orders
+
+    @classmethod
+    def residuals(cls, ctx, y, x):
+        # f'(x) on tensors, by the table's formula: its derivatives are the higher ones of f
+        p = {**cls.formula.defaults, **{k: v for k, v in ctx.params.items() if k != "residual"}}
+        return dict(r=Derivative(cls.formula.df(get_array_module(x), x, y, **p)))
 
     @classmethod
     def forward(cls, ctx, x, residual=None, **params):
@@ -80,6 +105,7 @@ class ReLU(TableActivation):
     """f = max(x, 0);  f' = 1 for x > 0, else 0 (f'(0) = 0). The units with x <= 0 erase their
     cotangent: the fragment is y_bar there, as a compact 1-D array."""
     name, formula = "relu", ACTIVATIONS["relu"]
+    constants = ("r",)          # f' is piecewise constant: the second derivative is 0 a.e.
 
     @classmethod
     def keep(cls, ctx, x, p):
@@ -90,6 +116,7 @@ class LeakyReLU(TableActivation):
     """f = x for x > 0, else slope·x;  f' = 1 or slope (f'(0) = slope). With slope != 0 the Jacobian
     is invertible: no fragment."""
     name, formula = "leaky_relu", ACTIVATIONS["leaky_relu"]
+    constants = ("r",)          # f' is piecewise constant: the second derivative is 0 a.e.
 
     @classmethod
     def keep(cls, ctx, x, p):
@@ -171,16 +198,19 @@ class Tanhshrink(TableActivation):
 class ReLU6(TableActivation):
     """f = min(max(x, 0), 6);  f' = 1 on (0, 6), else 0 (0 at both kinks)."""
     name, formula = "relu6", ACTIVATIONS["relu6"]
+    constants = ("r",)          # f' is piecewise constant: the second derivative is 0 a.e.
 
 
 class Hardtanh(TableActivation):
     """f = clip(x, min_val, max_val);  f' = 1 strictly inside, else 0."""
     name, formula = "hardtanh", ACTIVATIONS["hardtanh"]
+    constants = ("r",)          # f' is piecewise constant: the second derivative is 0 a.e.
 
 
 class Hardsigmoid(TableActivation):
     """f = clip(x/6 + 1/2, 0, 1);  f' = 1/6 on (−3, 3), else 0."""
     name, formula = "hardsigmoid", ACTIVATIONS["hardsigmoid"]
+    constants = ("r",)          # f' is piecewise constant: the second derivative is 0 a.e.
 
 
 # name -> primitive, for every entry of the table
