@@ -13,7 +13,8 @@ What a rule reads from its context becomes a tensor connected to the graph (`Gra
 - the output's array: a tensor on this very node;
 - a residual the forward derived (f'(x), softmax's p, layer_norm's statistics): the primitive's `residuals`
   rule recomputes it from those tensors, by its own formula. That needs the inputs, which a first-order forward
-  does not keep: under `tm.higher_order()` (nested transforms turn it on) the node keeps them;
+  does not keep: under `tm.higher_order()` (nested transforms turn it on) the nodes of such primitives keep
+  them (tape._higher_record, counted in saved bytes);
 - a piecewise-constant residual (a bit mask, argmax indices, a sign; boolean and integer arrays): a constant,
   its derivative being 0 almost everywhere;
 - anything else raises MissingRuleError naming the primitive and the order: never a silent constant.
@@ -159,9 +160,3 @@ def vjp_on_tensors(node, g, needs, record):
     if type(cts) is not tuple:
         cts = (cts,)
     return tuple(c if c is None or isinstance(c, Tensor) else Tensor._wrap(c) for c in cts)
-
-
-def as_graph_cotangent(g):
-    """A cotangent as a Tensor (a rule may hand back an array: a constant)."""
-    return g if isinstance(g, Tensor) else Tensor._wrap(g)
-

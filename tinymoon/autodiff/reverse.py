@@ -260,7 +260,7 @@ def backward(out, y_bar=None, retain_graph=None, create_graph=False):
     if not out.requires_grad:
         raise GradientError("backward() on a tensor that does not require grad: no input of the computation "
                             "had requires_grad=True (or it ran under tm.no_grad())")
-    graph = _graph_mode(create_graph) if create_graph or nesting.nested() else None
+    graph = _graph_mode(create_graph)
     if retain_graph is None:
         retain_graph = graph == "record"     # an outer reverse pass walks the forward nodes again
     backprop(out, _seed(out, y_bar, "backward()", graph), retain_graph=retain_graph, graph=graph)
