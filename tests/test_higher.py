@@ -217,3 +217,30 @@ def test_residual_policies_refuse_a_second_derivative():
     w = tm.tensor(np.ones((4, 3)))
     with pytest.raises(MissingRuleError, match="linear: no derivative of order 2 with the RowSketch residual"):
         tm.grad(lambda u: tm.grad(lambda m: R.sketched_linear(x, m, probes=2, seed=0).sum())(u).sum())(w)
+
+
+def test_more_refusals_and_shapes():
+    # a backward(create_graph=True) inside a tm.jvp on a tape recorded without higher order: the tangents the
+    # differentiable backward would push were not kept — it says so instead of dropping them
+    def inner(v):
+        w = tm.tensor(X, requires_grad=True)
+        (w * v * v).sum().backward(create_graph=True)
+        return w.grad
+    with pytest.raises(MissingRuleError, match="tangents that the forward did not keep"):
+        tm.jvp(inner, (tm.tensor(X),), (V,))
+    # the Hessian of a function of a matrix has the matrix's shape twice
+    m = tm.tensor(np.arange(6.0).reshape(2, 3) / 6)
+    h = tm.hessian(lambda a: (a * a * a).sum())(m)
+    assert h.shape == (2, 3, 2, 3)
+    np.testing.assert_allclose(h.numpy().reshape(6, 6), np.diag(6 * m.numpy().ravel()), atol=1e-14)
+
+
+def test_a_device_move_refuses_a_second_derivative():
+    from .conftest import fake_gpu
+    from tinymoon import backend
+    if backend.cuda_available():
+        pytest.skip("a real GPU is present: fake_gpu() is for machines without one")
+    with fake_gpu():
+        x = tm.tensor(X)
+        with pytest.raises(MissingRuleError, match="to_device: no derivative of order 2"):
+            tm.hvp(lambda v: (v.to("cuda") ** 3).sum(), x, V)
