@@ -67,7 +67,7 @@ def bench_pointwise(n):
     y_bar = rng.standard_normal(n).astype(np.float32)
     rows = []
     params = {"leaky_relu": {"slope": 0.01}, "elu": {"alpha": 1.0}, "softplus": {"beta": 1.0}}
-    for name in K.ACTIVATIONS:
+    for name in K.COMPILED:
         p = params.get(name, {})
 
         def unfused():  # forward (y, saved y') + backward x̄ = ȳ y'
@@ -338,7 +338,7 @@ def bench_gpu():
     n = 1 << 26
     x = cp.asarray(rng.standard_normal(n).astype(np.float32))
     rows = []
-    for name in K.ACTIVATIONS:
+    for name in K.COMPILED:
         for impl, fn in (("cuda", lambda: CP.act_cuda(name, x)), ("cupy", lambda: dispatch.resolve("act_forward", "cupy")(name, x))):
             t = gpu_time(fn)
             rows.append({"op": name, "impl": impl, "ms": _ms(t), "fraction_of_peak_bw": 3 * 4 * n / t / peak})
