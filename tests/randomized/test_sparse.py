@@ -5,7 +5,8 @@ import pytest
 import tinymoon as tm
 import tinymoon.randomized as R
 from tinymoon.ops.base import Context
-from tinymoon.randomized import PolicyConv2d, SampledInput
+from tinymoon.ops.conv import Conv2d
+from tinymoon.randomized import SampledInput
 from tinymoon.randomized.sparse import SparseCotangent, systematic_sample
 from tinymoon.testing import check_grads
 
@@ -124,8 +125,8 @@ def sampled_conv_grad(x, w, y_bar, seed, kind="sparse", budget=0.1, rule="unifor
     params = dict(stride=1, padding=1, dilation=1, groups=1, padding_mode="zeros",
                   residual=SampledInput(kind, budget, rule, seed, per_sample=True))
     ctx = Context([True, True], params)
-    PolicyConv2d.forward(ctx, x, w, **params)
-    return PolicyConv2d.vjp(ctx, y_bar)[1]
+    Conv2d.forward(ctx, x, w, **params)
+    return Conv2d.vjp(ctx, y_bar)[1]
 
 
 @pytest.mark.parametrize("kind,budget,rule", [("sparse", 0.3, "uniform"), ("sparse", 0.3, "optimal"),

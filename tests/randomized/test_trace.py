@@ -6,7 +6,8 @@ import tinymoon as tm
 import tinymoon.randomized as R
 from tinymoon.ops.base import Context
 from tinymoon.ops.linalg import Linear
-from tinymoon.randomized import PixelSketch, PolicyConv2d, RowSketch
+from tinymoon.ops.conv import Conv2d
+from tinymoon.randomized import PixelSketch, RowSketch
 from tinymoon.testing import check_grads
 
 SEEDS = 2000
@@ -17,8 +18,8 @@ def conv_grads(x, w, y_bar, probes=16, mode="independent", dist="gaussian", seed
     params = dict(dict(stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"), **conv,
                   residual=PixelSketch(probes, mode, dist, seed, path))
     ctx = Context([True, True], params)
-    PolicyConv2d.forward(ctx, x, w, **params)
-    return PolicyConv2d.vjp(ctx, y_bar)
+    Conv2d.forward(ctx, x, w, **params)
+    return Conv2d.vjp(ctx, y_bar)
 
 
 def exact_conv(x, w, y_bar, **conv):

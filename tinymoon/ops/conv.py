@@ -40,7 +40,7 @@ import numpy as np
 
 from .. import kernels
 from ..backend import get_array_module
-from ..errors import NotInvertibleError, ShapeError
+from ..errors import MissingRuleError, NotInvertibleError, ShapeError
 from .base import Primitive, add_terms, call, on_tensors
 
 CG_TOL = {np.dtype("float64"): 1e-10, np.dtype("float32"): 1e-5}
@@ -207,14 +207,31 @@ class Conv2d(Primitive):
 
     @staticmethod
     def forward(ctx, x, w, b=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
-                vijp_tol=None, vijp_maxiter=None):
+                vijp_tol=None, vijp_maxiter=None, residual=None):
         stride, pad, dilation, groups, out_hw = conv_config(
             x.shape, w.shape, None if b is None else b.shape, stride, padding, dilation, groups, padding_mode)
         ctx.cfg = dict(stride=stride, pad=pad, dilation=dilation, groups=groups, out_hw=out_hw)
         ctx.x_shape, ctx.w_shape = tuple(x.shape), tuple(w.shape)
         ctx.save_for(0, w=w)          # the x cotangent (and x tangent) needs the weight
-        ctx.save_for(1, x=x)          # the w cotangent (and w tangent) needs the input
+        if residual is None:
+            ctx.save_for(1, x=x)      # the w cotangent (and w tangent) needs the input
+        elif ctx.needs[1]:
+            # another residual policy (tinymoon.randomized's sketches): keep what it keeps of x instead, and
+            # estimate w̄ from it in the vjp; x itself only for an exact forward-mode term conv(x, ẇ)
+            ctx.save(x_kept=residual.keep(x, "conv2d"))
+            if residual.keep_input:
+                ctx.save(x=x)
         return _lin(ctx, x, w, b)
+
+    @classmethod
+    def orders_for(cls, ctx):
+        policy = ctx.params.get("residual")
+        if policy is not None:
+            raise MissingRuleError(
+                f"conv2d: no derivative of order 2 with the {type(policy).__name__} residual policy: its weight "
+                "cotangent is an estimate from what the policy keeps of x; differentiate twice with the default "
+                "residual")
+        return cls.orders
 
     @classmethod
     def jvp(cls, ctx, x_dot, w_dot, b_dot=None):
@@ -230,7 +247,11 @@ class Conv2d(Primitive):
             shapes = (ctx.x_shape, ctx.w_shape, ctx.w_shape[:1])[:len(ctx.needs)]
             return tuple(xp.zeros(s, y_bar.dtype) if n else None for s, n in zip(shapes, ctx.needs))
         x_bar = _input_map(ctx, y_bar, ctx.w, ctx.x_shape) if ctx.needs[0] else None       # conv_transpose(ȳ, w)
-        w_bar = _weight_map(ctx, ctx.x, y_bar, ctx.w_shape) if ctx.needs[1] else None      # ȳ ⋆ x
+        w_bar = None
+        if ctx.needs[1] and ctx.params.get("residual") is not None:
+            w_bar = ctx.x_kept.conv_weight_cotangent(y_bar, ctx)                           # estimated from x_kept
+        elif ctx.needs[1]:
+            w_bar = _weight_map(ctx, ctx.x, y_bar, ctx.w_shape)                             # ȳ ⋆ x
         out = (x_bar, w_bar)
         if len(ctx.needs) == 3:
             out += (y_bar.sum(axis=(0, 2, 3)) if ctx.needs[2] else None,)                  # b̄ = Σ ȳ

@@ -14,7 +14,7 @@ Every random draw comes from an explicit seed or numpy Generator: the same seed 
 """
 from .convert import convert, set_estimator
 from .probes import DISTRIBUTIONS, probe_matrix
-from .policy import PolicyConv2d, SketchPolicy
+from .policy import SketchPolicy
 from .sparse import (LowRankCotangent, LowRankVJP, SampledInput, SparseCotangent, SparseVJP,
                      lowrank_cotangent, lowrank_factors, lowrank_variance, probabilities, sampled_conv2d,
                      sampled_linear, sketch_variance, sparse_cotangent, sparsify, waterfill)
@@ -25,4 +25,4 @@ __all__ = ["TraceEstimator", "SparseVJP", "LowRankVJP", "convert", "set_estimato
            "sketched_linear", "sparse_cotangent", "lowrank_cotangent", "sampled_conv2d", "sampled_linear",
            "trace_variance", "linear_trace_variance", "waterfill", "probabilities", "sketch_variance",
            "lowrank_variance", "lowrank_factors", "sparsify", "probe_matrix", "DISTRIBUTIONS", "RowSketch",
-           "PixelSketch", "SampledInput", "SketchPolicy", "PolicyConv2d", "SparseCotangent", "LowRankCotangent"]
+           "PixelSketch", "SampledInput", "SketchPolicy", "SparseCotangent", "LowRankCotangent"]

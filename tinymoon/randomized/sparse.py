@@ -35,7 +35,7 @@ from ..ops import linalg as _linalg
 from ..ops.base import Primitive
 from ..ops.masks import BitMask
 from ..tensor import as_tensor, generator as _generator
-from .policy import PolicyConv2d, SketchPolicy
+from .policy import SketchPolicy
 from .probes import new_seed
 
 RULES = ("uniform", "optimal")
@@ -278,7 +278,7 @@ def sampled_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
     """conv2d whose weight gradient uses an unbiased sparse (kind="sparse", budget = kept fraction) or low-rank
     (kind="lowrank", budget = rank) sketch of the stored input."""
     ts, tangent = _tensors(x, weight, bias)
-    return apply(PolicyConv2d, *ts, stride=stride, padding=padding, dilation=dilation, groups=groups,
+    return apply(_conv.Conv2d, *ts, stride=stride, padding=padding, dilation=dilation, groups=groups,
                  padding_mode=padding_mode, vijp_tol=vijp_tol, vijp_maxiter=vijp_maxiter,
                  residual=SampledInput(kind, budget, rule, seed, bool(per_sample), keep_input=tangent))
 

@@ -47,7 +47,7 @@ from ..errors import ShapeError
 from ..ops import conv as _conv
 from ..ops import linalg as _linalg
 from ..tensor import as_tensor, generator as _generator
-from .policy import PolicyConv2d, SketchPolicy
+from .policy import SketchPolicy
 from .probes import DISTRIBUTIONS, new_seed, probe_matrix
 
 MODES = ("independent", "multichannel")
@@ -198,7 +198,7 @@ def sketched_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, group
     """conv2d (as tm.conv2d) whose weight gradient is an unbiased trace estimate from a sketch of x with
     `probes` columns regenerated from `seed` (an int). See the module docstring."""
     ts, tangent = _tensors(x, weight, bias)
-    return apply(PolicyConv2d, *ts, stride=stride, padding=padding, dilation=dilation, groups=groups,
+    return apply(_conv.Conv2d, *ts, stride=stride, padding=padding, dilation=dilation, groups=groups,
                  padding_mode=padding_mode, vijp_tol=vijp_tol, vijp_maxiter=vijp_maxiter,
                  residual=PixelSketch(probes, mode, dist, seed, path, keep_input=tangent))
 
