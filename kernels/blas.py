@@ -17,6 +17,10 @@ import threading
 import numpy as np
 
 SMALL_GEMM_MACS = 1 << 22          # 4M multiply-adds: ~20 µs on one core
+# OpenBLAS runs a GEMM of at most 65536 x GEMM_MULTITHREAD_THRESHOLD (4 by default) multiply-adds on one
+# thread by itself (interface/gemm.c): below that, setting the count is pure overhead (two ctypes calls
+# and a lock, ~3 µs — a third of a small op's whole cost in the engine).
+OWN_SINGLE_THREAD_MACS = 65536 * 4
 _names = ("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_",
           "openblas_set_num_threads64_", "openblas_get_num_threads64_",
           "openblas_set_num_threads", "openblas_get_num_threads")
@@ -62,7 +66,8 @@ def macs(a, b):
 
 def matmul(a, b):
     """np.matmul(a, b), on one OpenBLAS thread when it is small."""
-    if macs(a, b) > SMALL_GEMM_MACS:
+    n_macs = macs(a, b)
+    if n_macs > SMALL_GEMM_MACS or n_macs <= OWN_SINGLE_THREAD_MACS:
         return np.matmul(a, b)
     controls = _controls()
     if controls is None:
