@@ -28,9 +28,11 @@ def test_macs():
 def test_small_products_run_on_one_thread(monkeypatch):
     calls = []
     monkeypatch.setattr(blas, "_controls", lambda: (calls.append, lambda: 2))
-    blas.matmul(np.ones((8, 8)), np.ones((8, 8)))
+    blas.matmul(np.ones((128, 128)), np.ones((128, 128)))      # 2M multiply-adds: small, but threaded
     assert calls == [1, 2]                         # down to one thread, then back
     calls.clear()
+    blas.matmul(np.ones((8, 8)), np.ones((8, 8)))              # OpenBLAS's own single-thread range
+    assert calls == []                             # no toggle: it would only cost the two ctypes calls
     big = np.ones((256, 256))
     monkeypatch.setattr(blas, "SMALL_GEMM_MACS", 100)
     blas.matmul(big, big)
