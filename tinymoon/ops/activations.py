@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from .. import kernels
 from ..backend import get_array_module
-from ..errors import MissingRuleError
 from ..kernels.activations import ACTIVATIONS
 from .elementwise import Diagonal
 from .residuals import Derivative, FromInput, sign_mask
@@ -32,15 +31,7 @@ class TableActivation(Diagonal):
     compiled = False        # True: value and f' from one pass of kernels.act_forward
     orders = None
 
-    @classmethod
-    def orders_for(cls, ctx):
-        policy = ctx.params.get("residual")
-        if policy is not None:
-            raise MissingRuleError(
-                f"{cls.name}: no derivative of order 2 with the {type(policy).__name__} residual policy: it keeps an "
-                "approximation of f' whose derivative is not the second derivative; differentiate twice with the "
-                "default residual")
-        return cls.orders
+    policy_order_why = "it keeps an approximation of f' whose derivative is not the second derivative"
 
     @classmethod
     def residuals(cls, ctx, y, x):

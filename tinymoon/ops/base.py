@@ -103,9 +103,17 @@ class Primitive:
 
     @classmethod
     def orders_for(cls, ctx):
-        """The orders this application supports: `orders`, unless its parameters lower it (a residual policy
-        that keeps an approximation of what the vjp needs); may raise MissingRuleError saying why."""
+        """The orders this application supports: `orders`, unless another residual policy (`residual=`) keeps
+        an approximation of what the vjp needs — then its derivative is not the second derivative, and a
+        graph through this backward raises MissingRuleError naming the policy (`policy_order_why` says why)."""
+        policy = ctx.params.get("residual")
+        if policy is not None:
+            raise MissingRuleError(
+                f"{cls.name}: no derivative of order 2 with the {type(policy).__name__} residual policy: "
+                f"{cls.policy_order_why}; differentiate twice with the default residual")
         return cls.orders
+
+    policy_order_why = "it keeps an approximation of what the vjp needs"
 
     @classmethod
     def residuals(cls, ctx, y, *x):

@@ -40,7 +40,7 @@ import numpy as np
 
 from .. import kernels
 from ..backend import get_array_module
-from ..errors import MissingRuleError, NotInvertibleError, ShapeError
+from ..errors import NotInvertibleError, ShapeError
 from .base import Primitive, add_terms, call, on_tensors
 
 CG_TOL = {np.dtype("float64"): 1e-10, np.dtype("float32"): 1e-5}
@@ -223,15 +223,7 @@ class Conv2d(Primitive):
                 ctx.save(x=x)
         return _lin(ctx, x, w, b)
 
-    @classmethod
-    def orders_for(cls, ctx):
-        policy = ctx.params.get("residual")
-        if policy is not None:
-            raise MissingRuleError(
-                f"conv2d: no derivative of order 2 with the {type(policy).__name__} residual policy: its weight "
-                "cotangent is an estimate from what the policy keeps of x; differentiate twice with the default "
-                "residual")
-        return cls.orders
+    policy_order_why = "its weight cotangent is an estimate from what the policy keeps of x"
 
     @classmethod
     def jvp(cls, ctx, x_dot, w_dot, b_dot=None):

@@ -348,15 +348,7 @@ class Linear(Primitive):
     submersive = False    # when out_features > in_features
     orders = None
 
-    @classmethod
-    def orders_for(cls, ctx):
-        policy = ctx.params.get("residual")
-        if policy is not None:
-            raise MissingRuleError(
-                f"linear: no derivative of order 2 with the {type(policy).__name__} residual policy: its weight "
-                "cotangent is an estimate from what the policy keeps of x, not a function whose derivative is the "
-                "gradient's; differentiate twice with the default residual")
-        return cls.orders
+    policy_order_why = "its weight cotangent is an estimate from what the policy keeps of x, not a function whose derivative is the gradient's"
 
     @staticmethod
     def forward(ctx, x, weight, bias=None, residual=None):
