@@ -66,7 +66,7 @@ def macs(a, b):
 
 def matmul(a, b):
     """np.matmul(a, b), on one OpenBLAS thread when it is small."""
-    n_macs = macs(a, b)
+    n_macs = a.shape[0] * a.shape[1] * b.shape[1] if a.ndim == 2 and b.ndim == 2 else macs(a, b)
     if n_macs > SMALL_GEMM_MACS or n_macs <= OWN_SINGLE_THREAD_MACS:
         return np.matmul(a, b)
     controls = _controls()

@@ -285,4 +285,12 @@ def resolve(op, impl):
 
 def call(op, arrays, *args, **kwargs):
     """Run `op` with the implementation chosen for `arrays` (the arrays that decide placement and size)."""
-    return resolve(op, choose(op, *arrays))(*args, **kwargs)
+    impl = choose(op, *arrays)
+    fn = _resolved.get((op, impl))          # resolve()'s cache, read here: this runs for every small op
+    return (fn or resolve(op, impl))(*args, **kwargs)
+
+
+def unforced():
+    """True when nothing forces an implementation (no use(), set_impl() or TINYMOON_KERNELS): what the
+    kernels' host fast paths check before taking the default without asking choose()."""
+    return _context.get() is None and _global is None and not _env_set()

@@ -35,6 +35,7 @@ def test_forced_impl_actually_runs(monkeypatch):
         calls.append(impl)
         return real(op, impl)
     monkeypatch.setattr(dispatch, "resolve", spy)
+    monkeypatch.setattr(dispatch, "_resolved", {})     # call() reads resolve's cache first: start it empty
     x = np.linspace(-1, 1, 10)
     for impl in ("reference", "numba"):
         with K.use(impl):

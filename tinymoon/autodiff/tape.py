@@ -156,8 +156,8 @@ def record(prim, ctx, inputs, xs, y, out, needs, peak0, tangents=False):
     elif tangents:
         higher = HIGHER_DROPPED
     out.requires_grad = True
-    out._node = Node(prim, ctx, tuple((t._node or t) if n and t.requires_grad else None
-                                      for t, n in zip(inputs, needs)),
-                     tuple(a.shape for a in xs), versions, higher, state.level)
+    out._node = Node(prim, ctx, tuple([(t._node or t) if n and t.requires_grad else None   # (a list: faster
+                                       for t, n in zip(inputs, needs)]),                    # than a generator)
+                     tuple([a.shape for a in xs]), versions, higher, state.level)
     if state.trace is not None:
         state.trace.append(out)

@@ -47,7 +47,7 @@ def _matmul(a, b):
     if _kernels is None:
         from .. import kernels as k
         _kernels = k.matmul
-    if a.dtype != b.dtype:
+    if a.dtype is not b.dtype and a.dtype != b.dtype:
         wide = np.result_type(a.dtype, b.dtype)
         a, b = a.astype(wide, copy=False), b.astype(wide, copy=False)
     return _kernels(a, b)
@@ -261,16 +261,16 @@ class Matmul(Primitive):
         if k_a != k_b:
             raise ShapeError(f"matmul: shapes {a.shape} and {b.shape} do not fit: the last dimension of a ({k_a}) "
                              f"must equal the {'only' if b.ndim == 1 else 'second-to-last'} dimension of b ({k_b})")
-        try:
-            np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-        except ValueError:
-            raise ShapeError(f"matmul: the batch dimensions of shapes {a.shape} and {b.shape} do not "
-                             "broadcast") from None
+        if a.ndim > 2 or b.ndim > 2:         # (broadcast_shapes costs ~1 µs: only where there is a batch)
+            try:
+                np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+            except ValueError:
+                raise ShapeError(f"matmul: the batch dimensions of shapes {a.shape} and {b.shape} do not "
+                                 "broadcast") from None
         ctx.save_for(0, b=b)
         ctx.save_for(1, a=a)
         ctx.a_shape, ctx.b_shape = a.shape, b.shape
         y = _matmul(a, b)
-        ctx.out_shape = y.shape
         return y
 
     @staticmethod
@@ -281,6 +281,9 @@ class Matmul(Primitive):
     @staticmethod
     def vjp(ctx, y_bar):
         a_nd, b_nd = len(ctx.a_shape), len(ctx.b_shape)
+        if a_nd == 2 and b_nd == 2:                          # the common case, without the reshaping below
+            return (_matmul(y_bar, _swap(ctx.b)) if ctx.needs[0] else None,       # a_bar = y_bar bᵀ
+                    _matmul(_swap(ctx.a), y_bar) if ctx.needs[1] else None)       # b_bar = aᵀ y_bar
         g = y_bar
         if b_nd == 1:
             g = g[..., None]

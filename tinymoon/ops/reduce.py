@@ -9,6 +9,8 @@ row is zero (var of a constant group) the vijp raises NotInvertibleError.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..backend import get_array_module
@@ -40,10 +42,11 @@ class Reduction(Primitive):
     @classmethod
     def setup(cls, ctx, x, axis, keepdims):
         axes = normalize_axes(cls.name, axis, x.ndim)
-        ctx.axes, ctx.in_shape = axes, x.shape
-        ctx.keep_shape = tuple(1 if i in axes else n for i, n in enumerate(x.shape))
-        ctx.out_shape = ctx.keep_shape if keepdims else tuple(n for i, n in enumerate(x.shape) if i not in axes)
-        ctx.n = int(np.prod([x.shape[a] for a in axes]))
+        shape = x.shape
+        ctx.axes, ctx.in_shape = axes, shape
+        ctx.keep_shape = tuple(1 if i in axes else n for i, n in enumerate(shape))
+        ctx.out_shape = ctx.keep_shape if keepdims else tuple(n for i, n in enumerate(shape) if i not in axes)
+        ctx.n = math.prod(shape[a] for a in axes)        # (np.prod costs ~1.5 µs per call on a small list)
         return axes
 
     @staticmethod
@@ -87,7 +90,7 @@ class Sum(Reduction):
     @classmethod
     def forward(cls, ctx, x, axis=None, keepdims=False):
         axes = cls.setup(ctx, x, axis, keepdims)
-        return get_array_module(x).sum(x, axis=axes, keepdims=keepdims)
+        return x.sum(axis=axes, keepdims=keepdims)       # the method: xp.sum's Python wrapper costs ~1 µs
 
     @classmethod
     def jvp(cls, ctx, x_dot):
