@@ -5,7 +5,7 @@ import pytest
 
 import tinymoon as tm
 from tinymoon.errors import MissingRuleError, NotInvertibleError, ShapeError
-from tinymoon.ops.linalg import RightInverse, pivoted_qr
+from tinymoon.ops.linalg import F32_APPLY_COND, RightInverse, pivoted_qr
 
 
 def _vijp_roundtrip(f, x, rng):
@@ -144,7 +144,8 @@ def test_square_vijp_modes_agree_and_are_accurate(rows):
     y_true = rng.standard_normal((rows, n))
     x_bar = (y_true @ w.astype(np.float64)).astype(np.float32)
     plan = RightInverse("linear", w.T, np.float32, rows)
-    assert plan.mode == ("solve" if rows <= n else "inverse")
+    assert plan.mode == ("solve" if rows <= n else "inverse32" if np.linalg.cond(w.astype(np.float64)) < F32_APPLY_COND
+                         else "inverse")
     got = plan.solve(None, x_bar, None)
     exact = np.linalg.solve(w.astype(np.float64).T, x_bar.astype(np.float64).T).T
     assert got.dtype == np.float32
@@ -153,6 +154,27 @@ def test_square_vijp_modes_agree_and_are_accurate(rows):
     wide = RightInverse("linear", w.T, np.float64, rows).solve(None, x_bar.astype(np.float64), None)
     assert wide.dtype == np.float64                  # float64 cotangents through a float32 weight stay float64
     np.testing.assert_allclose(wide, exact, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1.0, 3.0])       # cond 1 and 3: the float32 inverse and GEMM
+def test_well_conditioned_square_vijp_takes_float32_and_stays_accurate(scale):
+    rng = np.random.default_rng(8)
+    n, rows = 32, 100
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    w = (q * np.linspace(1.0, scale, n)).astype(np.float32)                     # singular values 1..scale
+    y_true = rng.standard_normal((rows, n))
+    x_bar = (y_true @ w.astype(np.float64)).astype(np.float32)
+    plan = RightInverse("linear", w.T, np.float32, rows)
+    assert plan.mode == "inverse32" and plan.P.dtype == np.float32
+    got = plan.solve(None, x_bar, None)
+    exact = np.linalg.solve(w.astype(np.float64).T, x_bar.astype(np.float64).T).T
+    assert got.dtype == np.float32
+    assert np.linalg.norm(got - exact) / np.linalg.norm(exact) < 20 * scale * np.finfo(np.float32).eps
+    # an ill-conditioned one (cond 1e3) keeps the float64 inverse
+    bad = (q * np.geomspace(1.0, 1e3, n)).astype(np.float32)
+    assert RightInverse("linear", bad.T, np.float32, rows).mode == "inverse"
+    # float64 cotangents never take it
+    assert RightInverse("linear", w.T, np.float64, rows).mode == "inverse"
 
 
 @pytest.mark.parametrize("rows", [2, 12])

@@ -67,6 +67,30 @@ SOLVE_ROWS = 1.0
 _PROBES = 2
 
 
+# float32 cotangents through a square b with cond₂(b) at most this (estimated) take a float32 inverse and GEMM.
+F32_APPLY_COND = 16.0
+
+
+def _cond2_estimate(b, inv, steps=2):
+    """σ_max(b)·σ_max(b⁻¹) by a few steps of block power iteration from two fixed start vectors: an estimate
+    from below of cond₂(b), close at the moderate conditions it decides between (O(n²) work, not O(n³)).
+    First a cheaper bound from below: ‖b‖_F ‖b⁻¹‖_F / n = rms(σ)·rms(1/σ) <= cond₂(b); a matrix it already
+    puts past F32_APPLY_COND (most of PyTorch's default inits) needs no power steps."""
+    xp = get_array_module(b)
+    rms = float(xp.sqrt((b * b).sum() * (inv * inv).sum())) / b.shape[0]
+    if rms > F32_APPLY_COND:
+        return rms
+    start = xp.asarray(np.random.default_rng(1).standard_normal((b.shape[0], 2)))
+
+    def sigma_max(a):
+        u = start
+        for _ in range(steps):
+            u = _swap(a) @ (a @ u)                   # (aᵀa)^k v: its top eigenvector dominates
+            u = u / xp.sqrt((u * u).sum(0))
+        return float(xp.sqrt(((a @ u) ** 2).sum(0)).max())
+    return sigma_max(b) * sigma_max(inv)
+
+
 class RightInverse:
     """Solves y_bar bᵀ = a_bar for y_bar, b (n x m) fixed; built once per context (see the module doc).
 
@@ -105,7 +129,12 @@ class RightInverse:
             cond1 = None if inv is None else float(xp.abs(b64).sum(0).max() * xp.abs(inv).sum(0).max())
             if cond1 is None or not np.isfinite(cond1) or cond1 > n / tol:
                 raise self._singular(f"cond_1(b) >~ {n / tol:.0e}")
-            self.mode, self.P = "inverse", xp.ascontiguousarray(_swap(inv))        # y_bar = a_bar @ b⁻ᵀ, float64
+            if self.dtype == np.float32 and _cond2_estimate(b64, inv) <= F32_APPLY_COND:
+                # well conditioned: the inverse rounded to float32 and applied as a float32 GEMM errs by
+                # ~eps32·cond₂ <= ~1e-6 relative, what float32 cotangents carry anyway, at half the cost
+                self.mode, self.P = "inverse32", xp.ascontiguousarray(_swap(inv).astype(np.float32))
+            else:
+                self.mode, self.P = "inverse", xp.ascontiguousarray(_swap(inv))    # y_bar = a_bar @ b⁻ᵀ, float64
             self.nbytes = self.P.nbytes
         elif m < n:
             self.expanding = False
