@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import kernels
-from ..backend import get_array_module
+from ..backend import get_array_module, to_host
 from ..errors import NotInvertibleError, ShapeError
 from .base import Primitive, add_terms, call, on_tensors
 
@@ -146,8 +146,6 @@ def _fold_circular(x_bar_pad, pad, hw):
     return out
 
 
-def _host(a):
-    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
 
 
 # ---------------------------------------------------------------------------------- linear pieces
@@ -408,7 +406,7 @@ def _patch_solver(ctx):
     groups = ctx.cfg["groups"]
     og = c_out // groups
     eps = np.finfo(ctx.w.dtype).eps
-    w_host = _host(ctx.w).astype(np.float64).reshape(groups, og, cg * kh * kw)
+    w_host = to_host(ctx.w).astype(np.float64).reshape(groups, og, cg * kh * kw)
     per_group, s_all = [], []
     for g in range(groups):
         m = w_host[g]

@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import kernels
 from ..autodiff.apply import apply
-from ..backend import get_array_module
+from ..backend import get_array_module, to_host
 from ..errors import MissingRuleError, ShapeError
 from ..ops import conv as _conv
 from ..ops import linalg as _linalg
@@ -102,7 +102,7 @@ def lowrank_factors(m, rank, rule, rng):
     B (k, cols), k = rank (fewer when m has fewer nonzero singular values). Also returns (σ, p)."""
     xp = get_array_module(m)
     u, s, vt = xp.linalg.svd(m, full_matrices=False)
-    s_host = np.asarray(s.get() if hasattr(s, "get") else s, dtype=np.float64)
+    s_host = to_host(s).astype(np.float64, copy=False)
     q = len(s_host)
     k = min(int(rank), q)
     if rule == "uniform":
@@ -140,14 +140,12 @@ def _mask_and_p(v_host, budget, rule, seed, per_sample):
     return (u < p).reshape(v_host.shape), p.reshape(v_host.shape)
 
 
-def _host(a):
-    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else a
 
 
 def sparsify(v, budget, rule, seed, per_sample=True):
     """S v: entries kept with probability p_i and divided by p_i (Bernoulli from `seed`)."""
     xp = get_array_module(v)
-    mask, p = _mask_and_p(np.asarray(_host(v), dtype=np.float64), budget, rule, seed, per_sample)
+    mask, p = _mask_and_p(to_host(v).astype(np.float64, copy=False), budget, rule, seed, per_sample)
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = np.where(mask, 1.0 / np.where(p > 0, p, 1.0), 0.0).astype(v.dtype)
     return v * xp.asarray(scale)
@@ -218,7 +216,7 @@ class SampledInput(SketchPolicy):
     def keep(self, x, layer):
         xp = get_array_module(x)
         if self.kind == "sparse":
-            mask, p = _mask_and_p(np.asarray(_host(x), dtype=np.float64), self.budget, self.rule, self.seed,
+            mask, p = _mask_and_p(to_host(x).astype(np.float64, copy=False), self.budget, self.rule, self.seed,
                                   self.per_sample)
             vals = x[xp.asarray(mask)] / xp.asarray(p[mask].astype(x.dtype))       # the kept x_i / p_i
             if self.rule == "uniform":
