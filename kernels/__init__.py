@@ -22,7 +22,7 @@ Public API (the ops layer calls exactly these):
 """
 import numpy as np
 
-from . import blas, dispatch
+from . import blas, dispatch, pointwise
 from .bitpack import VALID_BITS, check_bits, check_packed, nbytes_for
 from .conv import conv_params
 from .dispatch import available_impls, set_impl, use
@@ -180,6 +180,8 @@ def act_forward(name, x, **params):
 def relu_mask_forward(x, slope=0.0):
     """(y, pack_bits(x > 0)) with y = x where x > 0, else slope·x (relu: slope 0, exactly 0 there)."""
     check_float(x, "relu_mask_forward")
+    if type(x) is np.ndarray and dispatch.unforced():
+        return pointwise.relu_mask_forward_numba(x, float(slope))   # the host default, without the lookup
     return dispatch.call("relu_mask_forward", (x,), x, float(slope))
 
 
@@ -187,6 +189,8 @@ def masked_grad(packed, y_bar, slope=0.0):
     """x̄ = ȳ where the packed bit is set, slope·ȳ elsewhere (relu: slope 0, leaky relu: its slope)."""
     check_float(y_bar, "masked_grad")
     check_packed(packed, y_bar.size, 1, "masked_grad")
+    if type(y_bar) is np.ndarray and dispatch.unforced():
+        return pointwise.masked_grad_numba(packed, y_bar, float(slope))   # the host default, without the lookup
     return dispatch.call("masked_grad", (y_bar,), packed, y_bar, float(slope))
 
 

@@ -38,8 +38,28 @@ COMPILED = {
 _ALIASES = {"slope": "negative_slope"}
 
 
+_parsed = {}        # (name, *params.items()) -> (code, resolved parameters): every small op parses its activation
+
+
 def parse_activation(name, params):
-    """(code, resolved table parameters) for a compiled activation; rejects unknown names/parameters."""
+    """(code, resolved table parameters) for a compiled activation; rejects unknown names/parameters.
+    Parameters already seen are answered from a small cache (a copy of the resolved dict: callers may keep it)."""
+    key = (name, *params.items())
+    try:
+        hit = _parsed.get(key)
+    except TypeError:                          # an unhashable parameter value: resolve() will say what is wrong
+        hit = key = None
+    if hit is not None:
+        return hit[0], dict(hit[1])
+    code, p = _parse_activation(name, params)
+    if key is not None:
+        if len(_parsed) >= 256:                # many distinct slopes: start over rather than grow without bound
+            _parsed.clear()
+        _parsed[key] = (code, dict(p))
+    return code, p
+
+
+def _parse_activation(name, params):
     if name not in COMPILED:
         extra = f"; {name!r} is in the activation table, without a compiled body" if name in ACTIVATIONS else ""
         raise ValueError(f"unknown activation {name!r}; expected one of {sorted(COMPILED)}{extra}")

@@ -56,12 +56,14 @@ class Kernel:
         self.serial = njit(cache=cache, **options)(twin)
 
     def chooses_parallel(self, work):
-        return work >= parallel_min_work() and numba.get_num_threads() > 1
+        if work < parallel_min_work():
+            return False
+        _first_launch()             # numba.get_num_threads() starts the pool: its threading layer is chosen first
+        return numba.get_num_threads() > 1
 
     def pick(self, work):
         """(the compiled function to run for this much work, the threads it will use)."""
         if self.chooses_parallel(work):
-            _first_launch()
             return self.parallel, numba.get_num_threads()
         return self.serial, 1
 

@@ -12,6 +12,8 @@ gradient flows through them again.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..errors import GradientError, ShapeError
 from ..ops.shape import Identity, sum_to
 from ..tensor import Tensor, as_tensor
@@ -197,11 +199,12 @@ def accumulate_grad(param, g, aliased=False):
             g = g.astype(param.data.dtype)
         param.grad = g if param.grad is None else param.grad + g
         return
-    if g.dtype != param.data.dtype:
-        g = g.astype(param.data.dtype)
-    elif param.grad is None and (aliased or g.base is not None):
+    data, grad = param._data, param.grad
+    if g.dtype != data.dtype:
+        g = g.astype(data.dtype)
+    elif grad is None and (aliased or g.base is not None):
         g = g.copy()
-    param.grad = Tensor._wrap(g if param.grad is None else param.grad.data + g)
+    param.grad = Tensor._wrap(g if grad is None else grad.data + g)
 
 
 def vjp_into(root, y_bar, inputs=(), params=(), accumulate=True):
@@ -235,6 +238,9 @@ def _seed(out, y_bar, what, graph=None):
         if y_bar.shape != out.data.shape:
             raise ShapeError(f"{what}: cotangent shape {y_bar.shape} does not match output shape {out.shape}")
         return y_bar if y_bar.dtype == out.data.dtype else y_bar.astype(out.data.dtype)
+    if graph is None and type(y_bar) is np.ndarray and y_bar.dtype is out._data.dtype \
+            and y_bar.shape == out._data.shape and type(out._data) is np.ndarray:
+        return y_bar                     # the common case, kept cheap: a host seed of the output's dtype and shape
     y_bar = y_bar.data if isinstance(y_bar, Tensor) else out.xp.asarray(y_bar, dtype=out.data.dtype)
     if y_bar.shape != out.data.shape:
         raise ShapeError(f"{what}: cotangent shape {y_bar.shape} does not match output shape {out.shape}")

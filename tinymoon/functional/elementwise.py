@@ -59,7 +59,7 @@ def _operands(a, b, op="binary op"):
             b = _scalar_like(b, a, op)
         else:
             b = as_tensor(b, what=op)
-    ka, kb = a.data.dtype.kind, b.data.dtype.kind
+    ka, kb = a._data.dtype.kind, b._data.dtype.kind
     if ka == "f" and kb != "f":
         b = Tensor._wrap(b.data.astype(a.data.dtype))
     elif kb == "f" and ka != "f":

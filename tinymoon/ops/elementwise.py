@@ -39,6 +39,9 @@ class Diagonal(Primitive):
         needs = ctx.needs
         if len(needs) == 1:
             return (y_bar * cls.derivative(ctx, 0),)
+        if len(needs) == 2:              # the common case, without a generator
+            return (y_bar * cls.derivative(ctx, 0) if needs[0] else None,
+                    y_bar * cls.derivative(ctx, 1) if needs[1] else None)
         return tuple(y_bar * cls.derivative(ctx, i) if need else None for i, need in enumerate(needs))
 
     @classmethod
