@@ -296,11 +296,13 @@ class Matmul(Primitive):
             except ValueError:
                 raise ShapeError(f"matmul: the batch dimensions of shapes {a.shape} and {b.shape} do not "
                                  "broadcast") from None
-        ctx.save_for(0, b=b)
-        ctx.save_for(1, a=a)
+        if ctx.needs[0] and ctx.needs[1]:
+            ctx.save(a=a, b=b)               # both cotangents wanted (the common case): one save
+        else:
+            ctx.save_for(0, b=b)             # ā = ȳ bᵀ needs b
+            ctx.save_for(1, a=a)             # b̄ = aᵀ ȳ needs a
         ctx.a_shape, ctx.b_shape = a.shape, b.shape
-        y = _matmul(a, b)
-        return y
+        return _matmul(a, b)
 
     @staticmethod
     def jvp(ctx, a_dot, b_dot):
