@@ -47,7 +47,9 @@ def _matmul(a, b):
     if _kernels is None:
         from .. import kernels as k
         _kernels = k.matmul
-    if a.dtype is not b.dtype and a.dtype != b.dtype:
+    if a.dtype is b.dtype:
+        return _kernels(a, b)
+    if a.dtype != b.dtype:
         wide = np.result_type(a.dtype, b.dtype)
         a, b = a.astype(wide, copy=False), b.astype(wide, copy=False)
     return _kernels(a, b)
@@ -313,8 +315,8 @@ class Matmul(Primitive):
     def vjp(ctx, y_bar):
         a_nd, b_nd = len(ctx.a_shape), len(ctx.b_shape)
         if a_nd == 2 and b_nd == 2:                          # the common case, without the reshaping below
-            return (_matmul(y_bar, _swap(ctx.b)) if ctx.needs[0] else None,       # a_bar = y_bar bᵀ
-                    _matmul(_swap(ctx.a), y_bar) if ctx.needs[1] else None)       # b_bar = aᵀ y_bar
+            return (_matmul(y_bar, ctx.b.T) if ctx.needs[0] else None,       # a_bar = y_bar bᵀ
+                    _matmul(ctx.a.T, y_bar) if ctx.needs[1] else None)       # b_bar = aᵀ y_bar
         g = y_bar
         if b_nd == 1:
             g = g[..., None]
