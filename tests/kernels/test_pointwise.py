@@ -88,6 +88,7 @@ def test_relu_mask_and_masked_grad(shape, dtype, slope, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape).astype(dtype)
     x.ravel()[: x.size // 4] = 0  # exact zeros take the x <= 0 branch
+    x.ravel()[x.size // 2:x.size // 2 + 1] = np.nan  # NaN stays NaN in the value, and its bit is 0 (NaN > 0 is false)
     g = rng.standard_normal(shape).astype(dtype)
     for f in (P.relu_mask_forward_reference, P.relu_mask_forward_numba):
         y, packed = f(x)
@@ -104,6 +105,31 @@ def test_relu_mask_and_masked_grad(shape, dtype, slope, seed):
         got = f(packed, g, slope)
         assert got.dtype == dtype and got.shape == g.shape
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("n", [(1 << 18) + 5, 1 << 18])
+def test_relu_mask_kernels_parallel_equal_serial(n):
+    """The pool's compilation (full bytes split across threads, the partial byte after them) gives the serial
+    one's bits, at a size with and without a partial last byte."""
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal(n).astype(np.float32)
+    x[::7] = 0
+    x[3] = np.nan
+    g = rng.standard_normal(n).astype(np.float32)
+    for slope in (np.float32(0), np.float32(0.25)):
+        out = {}
+        for name in ("serial", "parallel"):
+            run = getattr(P._relu_mask_kernel, name)
+            y, packed = np.empty_like(x), np.empty((n + 7) // 8, np.uint8)
+            run(x, slope, y, packed)
+            x_bar = np.empty_like(g)
+            getattr(P._masked_grad_kernel, name)(packed, g, slope, x_bar)
+            out[name] = (y, packed, x_bar)
+        for a, b in zip(out["serial"], out["parallel"]):
+            np.testing.assert_array_equal(a, b)
+        y_ref, packed_ref = P.relu_mask_forward_reference(x, float(slope))
+        np.testing.assert_array_equal(out["parallel"][0], y_ref)
+        np.testing.assert_array_equal(out["parallel"][1], packed_ref)
 
 
 def test_large_arrays_use_numba_by_default():
