@@ -22,7 +22,7 @@ from numba.extending import overload
 from .activations import ACTIVATIONS
 from .bitpack import nbytes_for, pack_bits_reference, unpack_bits_reference
 from .threads import kernel
-from .vecmath import exp_pair, fdiv, gelu_phi32, log1p01
+from .vecmath import CONTRACT, exp_pair, fdiv, gelu_phi32, log1p01
 
 # The activations with a compiled body: name -> (code of the body, the kernel parameters in k[4], k[7]).
 # act_forward takes the table's parameter names, and `slope` for leaky_relu's negative_slope (the name
@@ -214,7 +214,7 @@ def _act(code, x, k):
     return _softplus(x, k)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath=CONTRACT)   # contract: a·b + c as one FMA (vecmath.CONTRACT)
 def _act_kernel(code, x, k, y, d):
     # The activation branch sits outside the loops: each loop body is straight-line code the compiler can
     # vectorise (relu, leaky relu) and that never re-tests `code` per element (measured ~6x on relu).
