@@ -12,6 +12,10 @@ Each compiled activation is a scalar rule `_relu(x, k)`, `_gelu(x, k)`... -> (y,
 (leaky_relu slope, elu alpha, softplus beta and threshold) and all constants in `k`.  One compiled kernel
 per dtype serves every activation (simple for Numba's disk cache): it branches on the activation number
 once, outside the element loops.  tanh is the exception: see act_numba.
+
+float32 bodies take their exp / expm1 / log1p / Φ from vecmath.py (polynomials Numba vectorises; float64
+keeps libm), and are held to float64 in ulps by tests/kernels/test_vecmath.py (bounds: docs/kernels.md).
+Numba's disk cache keys _act_kernel on this file only: after editing vecmath.py, touch this file.
 """
 import math
 
