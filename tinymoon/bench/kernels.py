@@ -120,7 +120,8 @@ EXACT_VS_TORCH = ("gelu", "silu", "sigmoid", "tanh", "elu", "softplus")
 def bench_act_torch(n):
     """Exact activations forward + backward, float32, one thread each, against PyTorch CPU in this process.
 
-    tinymoon: `act_forward` (y and y' in one pass; y' is what the engine saves) then x̄ = ȳ·y'.  PyTorch:
+    kernel: `act_forward` (y and y' in one pass; y' is what the engine saves) then x̄ = ȳ·y'; engine: the
+    same through tinymoon's primitive (tm.vjp of tm.gelu, ...: dispatch, residual, Tensor wrapping).  PyTorch:
     the functional op with autograd, then torch.autograd.grad — what each engine does for one activation
     of a training step.  Both sides single-threaded (torch.set_num_threads(1), Numba's threads 1)."""
     torch = _torch()
@@ -128,6 +129,7 @@ def bench_act_torch(n):
         print("act_torch: torch not importable, skipped")
         return []
     import numba
+    import tinymoon as tm
     threads_before, numba_before = torch.get_num_threads(), numba.get_num_threads()
     torch.set_num_threads(1)
     numba.set_num_threads(1)
@@ -136,6 +138,7 @@ def bench_act_torch(n):
         x = (rng.standard_normal(n) * 3).astype(np.float32)
         y_bar = rng.standard_normal(n).astype(np.float32)
         tx, tg = torch.tensor(x, requires_grad=True), torch.tensor(y_bar)
+        ex, eg = tm.tensor(x, requires_grad=True), tm.tensor(y_bar)
         tf = torch.nn.functional
         ops = {"gelu": tf.gelu, "silu": tf.silu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
                "elu": tf.elu, "softplus": tf.softplus}
@@ -145,12 +148,17 @@ def bench_act_torch(n):
                 y, d = K.act_forward(name, x)
                 return y, y_bar * d
 
+            def engine_fb(fn=getattr(tm, name)):
+                y, vjp_fn = tm.vjp(fn, ex)
+                return y, vjp_fn(eg)
+
             def torch_fb(op=ops[name]):
                 yt = op(tx)
                 return yt, torch.autograd.grad(yt, tx, tg)
-            t = _best({"tm": tinymoon_fb, "torch": torch_fb})
-            rows.append({"activation": name, "n": n, "tinymoon_ms": _ms(t["tm"]), "torch_ms": _ms(t["torch"]),
-                         "tinymoon/torch": t["tm"] / t["torch"]})
+            t = _best({"tm": tinymoon_fb, "engine": engine_fb, "torch": torch_fb})
+            rows.append({"activation": name, "n": n, "kernel_ms": _ms(t["tm"]), "engine_ms": _ms(t["engine"]),
+                         "torch_ms": _ms(t["torch"]), "kernel/torch": t["tm"] / t["torch"],
+                         "engine/torch": t["engine"] / t["torch"]})
     finally:
         torch.set_num_threads(threads_before)
         numba.set_num_threads(numba_before)
