@@ -12,15 +12,21 @@ Each compiled activation is a scalar rule `_relu(x, k)`, `_gelu(x, k)`... -> (y,
 (leaky_relu slope, elu alpha, softplus beta and threshold) and all constants in `k`.  One compiled kernel
 per dtype serves every activation (simple for Numba's disk cache): it branches on the activation number
 once, outside the element loops.  tanh is the exception: see act_numba.
+
+float32 bodies take their exp / expm1 / log1p / Φ from vecmath.py (polynomials Numba vectorises; float64
+keeps libm), and are held to float64 in ulps by tests/kernels/test_vecmath.py (bounds: docs/kernels.md).
+Numba's disk cache keys _act_kernel on this file only: after editing vecmath.py, touch this file.
 """
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from .activations import ACTIVATIONS
 from .bitpack import nbytes_for, pack_bits_reference, unpack_bits_reference
 from .threads import kernel
+from .vecmath import CONTRACT, exp_pair, fdiv, gelu_phi32, log1p01
 
 # The activations with a compiled body: name -> (code of the body, the kernel parameters in k[4], k[7]).
 # act_forward takes the table's parameter names, and `slope` for leaky_relu's negative_slope (the name
@@ -108,10 +114,28 @@ def _constants(dtype, name, p):
     return np.array([0, 1, 0.5, 2, p1, math.sqrt(0.5), 1 / math.sqrt(2 * math.pi), p2], dtype)
 
 
+# The transcendental parts come from vecmath: float32 there is straight-line polynomial code (range
+# reduction, polynomial, 2^n from exponent bits; selects, no calls), so each loop below vectorises; float64
+# keeps libm.  Each body is also written branch-free (both sides computed, then a select), for the same reason.
+@njit(inline="always")
+def _sigmoid_parts(z, k):
+    """(σ(z), 1 − σ(z)), each without cancellation: e = e^{−|z|} never overflows, and
+    σ = 1/(1+e), 1 − σ = e/(1+e) for z >= 0 (swapped for z < 0)."""
+    return _sigmoid_parts_of(z, exp_pair(-abs(z))[1], k)
+
+
+@njit(inline="always")
+def _sigmoid_parts_of(z, e, k):
+    """_sigmoid_parts with e = e^{−|z|} given (softplus needs e itself too)."""
+    inv = fdiv(k[1], k[1] + e)
+    small = e * inv
+    pos = z >= k[0]
+    return (inv if pos else small), (small if pos else inv)
+
+
 @njit(inline="always")
 def _sigmoid(z, k):
-    e = math.exp(-abs(z))  # σ(z) = 1/(1+e^{-z}) for z >= 0, e^{z}/(1+e^{z}) for z < 0: exp never overflows
-    return k[1] / (k[1] + e) if z >= k[0] else e / (k[1] + e)
+    return _sigmoid_parts(z, k)[0]
 
 
 @njit(inline="always")
@@ -126,22 +150,56 @@ def _leaky_relu(x, k):
 
 @njit(inline="always")
 def _elu(x, k):
-    if x > k[0]:
-        return x, k[1]
-    e = math.exp(x)  # e^x − 1 (libm expm1 is 5x slower; the table's expm1 agrees within its tolerance)
-    return k[4] * (e - k[1]), k[4] * e
+    em1, e = exp_pair(k[0] if x > k[0] else x)  # e^x − 1 (float32: relative, as the table's expm1), e^x; x <= 0
+    pos = x > k[0]
+    return (x if pos else k[4] * em1), (k[1] if pos else k[4] * e)
+
+
+def _gelu_typed(x, k):
+    """(GELU(x), GELU'(x)) in x's type: see the overload below."""
 
 
 @njit(inline="always")
-def _gelu(x, k):
+def _gelu_libm(x, k):
     cdf = k[2] * (k[1] + math.erf(x * k[5]))  # Φ(x)
     return x * cdf, cdf + x * math.exp(-k[2] * x * x) * k[6]  # y' = Φ(x) + x φ(x)
 
 
 @njit(inline="always")
+def _gelu_poly(x, k):
+    cdf, e = gelu_phi32(x)     # Φ(x) (erfc form in the tails), e^{−x²/2} with the argument taken exactly
+    return x * cdf, cdf + x * e * k[6]
+
+
+@overload(_gelu_typed, inline="always")   # IR-level: too big for LLVM's inliner (a call stops vectorisation)
+def _gelu_typed_ov(x, k):
+    if x == types.float32:
+        return lambda x, k: _gelu_poly(x, k)
+    return lambda x, k: _gelu_libm(x, k)
+
+
+@njit(inline="always")
+def _gelu(x, k):
+    return _gelu_typed(x, k)
+
+
+def _silu_one_minus(s, s1, one):
+    """1 − σ for silu': float32 the cancellation-free e/(1+e) (the ulp bound needs it for x >~ 8), float64
+    the table's 1 − σ (its arithmetic, which the float64 table check holds to 8 ε; the cancellation-free
+    form differs from it by up to 9 ε at x ~ 12, where the table is the less accurate one)."""
+
+
+@overload(_silu_one_minus)
+def _silu_one_minus_ov(s, s1, one):
+    if s == types.float32:
+        return lambda s, s1, one: s1
+    return lambda s, s1, one: one - s
+
+
+@njit(inline="always")
 def _silu(x, k):
-    s = _sigmoid(x, k)
-    return x * s, s * (k[1] + x * (k[1] - s))
+    s, s1 = _sigmoid_parts(x, k)
+    return x * s, s * (k[1] + x * _silu_one_minus(s, s1, k[1]))          # σ (1 + x (1 − σ))
 
 
 @njit(inline="always")
@@ -152,16 +210,18 @@ def _tanh(x, k):
 
 @njit(inline="always")
 def _sigmoid_pair(x, k):
-    s = _sigmoid(x, k)
-    return s, s * (k[1] - s)
+    s, s1 = _sigmoid_parts(x, k)
+    return s, s * s1                           # σ (1 − σ), 1 − σ without cancellation
 
 
 @njit(inline="always")
 def _softplus(x, k):
     z = k[4] * x  # y = (max(z, 0) + log1p(e^{−|z|}))/β, y' = σ(z); linear above the threshold k[7]
-    if z > k[7]:
-        return x, k[1]
-    return (max(z, k[0]) + math.log1p(math.exp(-abs(z)))) / k[4], _sigmoid(z, k)
+    e = exp_pair(-abs(z))[1]
+    s = _sigmoid_parts_of(z, e, k)[0]
+    lin = z > k[7]
+    y = fdiv(max(z, k[0]) + log1p01(e), k[4])
+    return (x if lin else y), (k[1] if lin else s)
 
 
 @njit(inline="always")
@@ -184,7 +244,7 @@ def _act(code, x, k):
     return _softplus(x, k)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath=CONTRACT)   # contract: a·b + c as one FMA (vecmath.CONTRACT)
 def _act_kernel(code, x, k, y, d):
     # The activation branch sits outside the loops: each loop body is straight-line code the compiler can
     # vectorise (relu, leaky relu) and that never re-tests `code` per element (measured ~6x on relu).
@@ -213,6 +273,15 @@ def _act_kernel(code, x, k, y, d):
     else:
         for i in prange(n):
             y[i], d[i] = _softplus(x[i], k)
+
+
+@njit(parallel=True, cache=True, fastmath=CONTRACT)
+def _tanh_grad_float32_kernel(x, k, d):
+    # tanh'(x) = 1 − tanh² = 4 σ(2x)(1 − σ(2x)): from x, not from the rounded y, whose 1 − y² loses every
+    # digit for |x| >~ 4.5 (and is 0 beyond 9.01, where tanh' is 6e-8); 2x is exact (inf beyond 1.7e38: 0)
+    for i in prange(x.size):
+        s, s1 = _sigmoid_parts(k[3] * x[i], k)
+        d[i] = (k[3] * k[3]) * (s * s1)
 
 
 @njit(parallel=True, cache=True)
@@ -280,10 +349,14 @@ def act_numba(name, x, **params):
     xf = np.ascontiguousarray(x).reshape(-1)
     d = np.empty_like(xf)
     if name == "tanh":
-        # NumPy's tanh is SIMD (~0.6 ns/element); Numba without Intel SVML calls scalar libm tanh
-        # (~24 ns/element, measured).  So y comes from NumPy, and only y' = 1 − y² is a Numba pass.
+        # NumPy's tanh is SIMD (~0.2 ns/element); Numba without Intel SVML calls scalar libm tanh
+        # (~24 ns/element, measured).  So y comes from NumPy, and y' is a Numba pass: float32 from x
+        # (vectorised exp, within a few ulp everywhere), float64 as the table's 1 − y².
         y = np.tanh(xf)
-        _tanh_grad_kernel(y, x.dtype.type(1), d)
+        if x.dtype == np.float32:
+            _tanh_grad_float32_kernel(xf, _constants(x.dtype, name, p), d)
+        else:
+            _tanh_grad_kernel(y, x.dtype.type(1), d)   # float64: the table's 1 − y², exact to a few ε
         return y.reshape(x.shape), d.reshape(x.shape)
     y = np.empty_like(xf)
     _act_kernel(code, xf, _constants(x.dtype, name, p), y, d)

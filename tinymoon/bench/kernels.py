@@ -3,7 +3,7 @@ claims, each a ratio against a baseline measured in the same run: the contenders
 alternating rounds and each keeps its best (raise --repeat on a busy machine).
 
 CPU:  matmul (Numba blocked kernel vs numpy.matmul/BLAS); fused activation forward+backward vs the unfused
-      NumPy expressions; relu mask / few-bit forward+backward; pack/unpack throughput; conv2d forward +
+      NumPy expressions; exact activations forward+backward vs PyTorch (1 thread each, 2^20 elements); relu mask / few-bit forward+backward; pack/unpack throughput; conv2d forward +
       both VJPs (reference and Numba) vs PyTorch CPU when torch is importable; an MLP step under Numba's
       OpenMP and workqueue threading layers, alone and after PyTorch.
 GPU (only with CuPy and a GPU): tiled Numba CUDA matmul vs cuBLAS at 4096², conv vs cuDNN (via torch),
@@ -111,6 +111,58 @@ def bench_pointwise(n):
         rows.append({"op": f"fewbit gelu {bits}-bit", "n": n, "numpy_unfused_ms": _ms(t_u),
                      "numba_fused_ms": _ms(t_f), "speedup": t_u / t_f})
     print(table(rows, list(rows[0]), "activation forward + backward, float32 (CPU)"))
+    return rows
+
+
+EXACT_VS_TORCH = ("gelu", "silu", "sigmoid", "tanh", "elu", "softplus")
+
+
+def bench_act_torch(n):
+    """Exact activations forward + backward, float32, one thread each, against PyTorch CPU in this process.
+
+    kernel: `act_forward` (y and y' in one pass; y' is what the engine saves) then x̄ = ȳ·y'; engine: the
+    same through tinymoon's primitive (tm.vjp of tm.gelu, ...: dispatch, residual, Tensor wrapping).  PyTorch:
+    the functional op with autograd, then torch.autograd.grad — what each engine does for one activation
+    of a training step.  Both sides single-threaded (torch.set_num_threads(1), Numba's threads 1)."""
+    torch = _torch()
+    if torch is None:
+        print("act_torch: torch not importable, skipped")
+        return []
+    import numba
+    import tinymoon as tm
+    threads_before, numba_before = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    try:
+        rng = np.random.default_rng(2)
+        x = (rng.standard_normal(n) * 3).astype(np.float32)
+        y_bar = rng.standard_normal(n).astype(np.float32)
+        tx, tg = torch.tensor(x, requires_grad=True), torch.tensor(y_bar)
+        ex, eg = tm.tensor(x, requires_grad=True), tm.tensor(y_bar)
+        tf = torch.nn.functional
+        ops = {"gelu": tf.gelu, "silu": tf.silu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
+               "elu": tf.elu, "softplus": tf.softplus}
+        rows = []
+        for name in EXACT_VS_TORCH:
+            def tinymoon_fb(name=name):
+                y, d = K.act_forward(name, x)
+                return y, y_bar * d
+
+            def engine_fb(fn=getattr(tm, name)):
+                y, vjp_fn = tm.vjp(fn, ex)
+                return y, vjp_fn(eg)
+
+            def torch_fb(op=ops[name]):
+                yt = op(tx)
+                return yt, torch.autograd.grad(yt, tx, tg)
+            t = _best({"tm": tinymoon_fb, "engine": engine_fb, "torch": torch_fb})
+            rows.append({"activation": name, "n": n, "kernel_ms": _ms(t["tm"]), "engine_ms": _ms(t["engine"]),
+                         "torch_ms": _ms(t["torch"]), "kernel/torch": t["tm"] / t["torch"],
+                         "engine/torch": t["engine"] / t["torch"]})
+    finally:
+        torch.set_num_threads(threads_before)
+        numba.set_num_threads(numba_before)
+    print(table(rows, list(rows[0]), "exact activations forward + backward vs PyTorch, float32, 1 thread"))
     return rows
 
 
@@ -513,7 +565,7 @@ def run(args):
     parser.add_argument("--quick", action="store_true", help="fewer and smaller cases")
     parser.add_argument("--out", default="bench_results", help="folder for kernels.json")
     parser.add_argument("--markdown", action="store_true", help="also print the tables as Markdown")
-    parser.add_argument("--sections", default="matmul,pointwise,packing,conv2d,pool,launch,threading,torch_policy",
+    parser.add_argument("--sections", default="matmul,pointwise,act_torch,packing,conv2d,pool,launch,threading,torch_policy",
                         help="comma-separated subset of CPU sections to run")
     add_repeat_option(parser)
     opts = parser.parse_args(args)
@@ -533,6 +585,7 @@ def run(args):
               "threading_layer": numba.config.THREADING_LAYER,
               "quick": opts.quick, "cpu_choice": {k: list(v) for k, v in dispatch.CPU_CHOICE.items()}}
     sections = {"matmul": lambda: bench_matmul(opts.quick), "pointwise": lambda: bench_pointwise(n),
+                "act_torch": lambda: bench_act_torch(1 << 20),
                 "packing": lambda: bench_packing(n), "conv2d": lambda: bench_conv(opts.quick),
                 "pool": lambda: bench_pool(opts.quick), "launch": bench_launch, "threading": bench_threading,
                 "torch_policy": bench_torch_policy}

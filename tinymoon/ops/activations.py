@@ -22,7 +22,7 @@ from .. import kernels
 from ..backend import get_array_module
 from ..kernels.activations import ACTIVATIONS
 from .elementwise import Diagonal
-from .residuals import Derivative, FromInput, sign_mask
+from .residuals import Derivative, FromInput, compiled_for, sign_mask
 
 
 class TableActivation(Diagonal):
@@ -122,7 +122,8 @@ class Softplus(TableActivation):
     @classmethod
     def keep(cls, ctx, x, p):
         ctx.save(x=x)                                # counted (or not, for a leaf) as the engine's own array
-        return cls.formula.f_at(x, p), FromInput(x, cls.formula, p)
+        y = kernels.act_forward(cls.name, x, **p)[0] if compiled_for(cls.formula, x, p) else cls.formula.f_at(x, p)
+        return y, FromInput(x, cls.formula, p)       # y from the fused pass; f' recomputed from x in backward
 
 
 class Tanh(TableActivation):

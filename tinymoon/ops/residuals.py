@@ -78,7 +78,22 @@ class FromInput(DiagonalResidual):
         self.x, self.formula, self.params = x, formula, params
 
     def derivative(self):
+        if compiled_for(self.formula, self.x, self.params):   # one fused pass (kernels.act_forward) instead
+            return kernels.act_forward(self.formula.name, self.x, **self.params)[1]   # of the table's passes
         return self.formula.df_at(self.x, self.params)
+
+
+def compiled_for(formula, x, params):
+    """Whether kernels.act_forward computes this formula on x with these parameters: a compiled body, a
+    float dtype, and parameters the table's check accepts (the engine takes PyTorch's wider ranges, e.g. a
+    softplus threshold <= 0, which stay on the table's formula)."""
+    if formula.name not in kernels.COMPILED or getattr(x, "dtype", None) not in ("float32", "float64"):
+        return False
+    try:
+        formula.resolve(**params)
+    except formula.error:
+        return False
+    return True
 
 
 class SignMask(BitMask, DiagonalResidual):
