@@ -36,12 +36,19 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from .bitpack import check_bits, nbytes_for, pack_bins_reference, unpack_bins_reference
+from .activations import ACTIVATIONS
 from .pointwise import _act, _constants, act_reference, parse_activation
 from .threads import kernel
 
 BLOCK = 2048            # elements per block: its codes (2 KiB) and values stay in L1
-TANH = 5                # pointwise.COMPILED["tanh"][0]: the value comes from np.tanh, not the kernel
-NO_VALUE = -1           # the kernel's activation code when y is computed before it
+# The activations whose value is computed before the kernel, by the table's NumPy f (SIMD ufuncs), because
+# the compiled scalar body calls scalar libm (measured at 2^20 float32, 1 thread: tanh 0.15 ns/element with
+# np.tanh against ~20 with libm's tanh; softplus 3.5 with NumPy's exp and log1p against 12.7).  Their exact
+# primitives take the same value (act_numba's np.tanh; Softplus keeps the table's f).  The kernel then only
+# bins and packs (activation code NO_VALUE).
+VALUE_BY_NUMPY = ("tanh", "softplus")
+NO_VALUE = -1
+ELU = 2                 # pointwise.COMPILED["elu"][0]: see _values
 
 
 def check_fewbit(borders, levels, bits, what):
@@ -133,9 +140,12 @@ def _bins(xs, t, codes):
 
 # -- values -------------------------------------------------------------------------------------------------
 @njit(inline="always")
-def _values(code, xs, k, ys):
+def _values(code, xs, k, ys, ds):
     # y = f(x) on a block: the branch on the activation sits outside the loops and every loop calls _act
-    # with a literal code, so each is straight-line code (the derivative half of the body is dead)
+    # with a literal code, so each is straight-line code (the derivative half of the body is dead).
+    # elu keeps its derivative too, written to the block scratch ds: with only the value, LLVM keeps elu's
+    # x > 0 branch and mispredicts it on mixed signs (measured 5.9 ns/element against 2.0 with both halves,
+    # which it turns into selects).
     if code == 0:
         for i in range(xs.size):
             ys[i] = _act(0, xs[i], k)[0]
@@ -144,7 +154,7 @@ def _values(code, xs, k, ys):
             ys[i] = _act(1, xs[i], k)[0]
     elif code == 2:
         for i in range(xs.size):
-            ys[i] = _act(2, xs[i], k)[0]
+            ys[i], ds[i] = _act(2, xs[i], k)
     elif code == 3:
         for i in range(xs.size):
             ys[i] = _act(3, xs[i], k)[0]
@@ -266,10 +276,11 @@ def _fewbit_forward_kernel(code, x, k, t, width, y, packed):
     nbytes = packed.size
     for blk in prange((n + BLOCK - 1) // BLOCK):
         codes = np.zeros(BLOCK, np.uint8)              # the last block's missing codes stay 0
+        scratch = np.empty(BLOCK if code == ELU else 0, x.dtype)
         lo = blk * BLOCK
         hi = min(n, lo + BLOCK)
         xs = x[lo:hi]
-        _values(code, xs, k, y[lo:hi])
+        _values(code, xs, k, y[lo:hi], scratch)
         _bins(xs, t, codes)
         ng = (hi - lo + 7) // 8
         _pack_block(codes, ng, width, packed[lo // 8 * bits:min(nbytes, (lo // 8 + ng) * bits)])
@@ -343,8 +354,8 @@ def fewbit_forward_numba(name, x, borders, bits, **params):
     code, p = parse_activation(name, params)
     xf = np.ascontiguousarray(x).reshape(-1)
     packed = np.empty(nbytes_for(xf.size, bits), np.uint8)
-    if code == TANH:            # NumPy's SIMD tanh; Numba without SVML calls scalar libm (~20x slower)
-        y, code = np.tanh(xf), NO_VALUE
+    if name in VALUE_BY_NUMPY:
+        y, code = ACTIVATIONS[name].f_at(xf, p), NO_VALUE
     else:
         y = np.empty_like(xf)
     t = thresholds(borders, xf.dtype)
