@@ -37,7 +37,7 @@ from numba.extending import overload
 
 from .bitpack import check_bits, nbytes_for, pack_bins_reference, unpack_bins_reference
 from .activations import ACTIVATIONS
-from .pointwise import _act, _constants, act_reference, parse_activation
+from .pointwise import _act, _constants, act_numba, act_reference, parse_activation
 from .threads import kernel
 
 BLOCK = 2048            # elements per block: its codes (2 KiB) and values stay in L1
@@ -47,8 +47,13 @@ BLOCK = 2048            # elements per block: its codes (2 KiB) and values stay 
 # primitives take the same value (act_numba's np.tanh; Softplus keeps the table's f).  The kernel then only
 # bins and packs (activation code NO_VALUE).
 VALUE_BY_NUMPY = ("tanh", "softplus")
+# elu's value comes from the exact kernel pointwise.act_numba (value and f', the exact primitive's own
+# pass), whose derivative is dropped: in a loop inside the block loop LLVM keeps elu's x > 0 branch and
+# mispredicts it on mixed signs (6 ns per element, with or without the derivative half, against 2.0 in
+# act_numba's flat prange loop, which it turns into selects; 1.3 on sorted input).  Two passes over x,
+# measured faster than one.  Once the pointwise bodies are branch-free this can go.
+VALUE_BY_EXACT_KERNEL = ("elu",)
 NO_VALUE = -1
-ELU = 2                 # pointwise.COMPILED["elu"][0]: see _values
 
 
 def check_fewbit(borders, levels, bits, what):
@@ -142,10 +147,8 @@ def _bins(xs, t, codes):
 @njit(inline="always")
 def _values(code, xs, k, ys, ds):
     # y = f(x) on a block: the branch on the activation sits outside the loops and every loop calls _act
-    # with a literal code, so each is straight-line code (the derivative half of the body is dead).
-    # elu keeps its derivative too, written to the block scratch ds: with only the value, LLVM keeps elu's
-    # x > 0 branch and mispredicts it on mixed signs (measured 5.9 ns/element against 2.0 with both halves,
-    # which it turns into selects).
+    # with a literal code, so each is straight-line code (the derivative half of the body is dead; elu
+    # writes it to the block scratch ds, which is what the exact kernel's loop does too).
     if code == 0:
         for i in range(xs.size):
             ys[i] = _act(0, xs[i], k)[0]
@@ -170,7 +173,7 @@ def _values(code, xs, k, ys, ds):
     elif code == 7:
         for i in range(xs.size):
             ys[i] = _act(7, xs[i], k)[0]
-    # NO_VALUE: y was computed before the kernel (tanh)
+    # NO_VALUE: y was computed before the kernel (VALUE_BY_NUMPY, VALUE_BY_EXACT_KERNEL)
 
 
 # -- SWAR packing of one group: 8 code bytes <-> 8·b bits ---------------------------------------------------
@@ -276,7 +279,7 @@ def _fewbit_forward_kernel(code, x, k, t, width, y, packed):
     nbytes = packed.size
     for blk in prange((n + BLOCK - 1) // BLOCK):
         codes = np.zeros(BLOCK, np.uint8)              # the last block's missing codes stay 0
-        scratch = np.empty(BLOCK if code == ELU else 0, x.dtype)
+        scratch = np.empty(BLOCK if code == 2 else 0, x.dtype)      # elu: see _values
         lo = blk * BLOCK
         hi = min(n, lo + BLOCK)
         xs = x[lo:hi]
@@ -356,6 +359,8 @@ def fewbit_forward_numba(name, x, borders, bits, **params):
     packed = np.empty(nbytes_for(xf.size, bits), np.uint8)
     if name in VALUE_BY_NUMPY:
         y, code = ACTIVATIONS[name].f_at(xf, p), NO_VALUE
+    elif name in VALUE_BY_EXACT_KERNEL:
+        y, code = act_numba(name, xf, **params)[0], NO_VALUE
     else:
         y = np.empty_like(xf)
     t = thresholds(borders, xf.dtype)
