@@ -58,7 +58,7 @@ _FUNC = {"act_forward": "act"}  # act_forward's implementations are called act_<
 #    nothing at small sizes either (its NumPy passes cost tens of µs).  Pooling: the one-pass Numba kernels.
 #    Both are threads.Kernel: serial below the pool's break-even work, parallel above, so no threshold here.
 #  - relu mask / masked_grad: threads.Kernel too (a serial call costs ~0.2 µs, less than NumPy's passes).
-#  - act_forward, fewbit, pack_bins: plain parallel kernels, which win (1.5-7.6x) once the array amortises
+#  - act_forward, pack_bins: plain parallel kernels, which win (1.5-7.6x) once the array amortises
 #    the pool's launch; that launch costs ~4x more under the workqueue layer than under OpenMP, so the
 #    threshold is scaled by LAUNCH_SCALE (see _rescale).  Plain masks: np.packbits/unpackbits (SIMD) win.
 CPU_CHOICE = {
@@ -79,8 +79,8 @@ CPU_CHOICE = {
                                          # ties NumPy's at 2^11 (sigmoid) and wins 2x (gelu); 7x at 2^14
     "relu_mask_forward": ("numba", 0),
     "masked_grad": ("numba", 0),
-    "fewbit_forward": ("numba", 1 << 12),
-    "fewbit_backward": ("numba", 1 << 12),
+    "fewbit_forward": ("numba", 0),      # threads.Kernel (serial when small): faster than the reference at
+    "fewbit_backward": ("numba", 0),     # every size (64 elements: 9 vs 15 µs forward, 4.7 vs 6.2 backward)
 }
 # measured launch cost relative to OpenMP's (`bench kernels --sections launch`): the thresholds above are
 # OpenMP's and scale by this once the layer is known

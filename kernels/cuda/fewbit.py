@@ -1,10 +1,15 @@
 """Fused few-bit activation kernels on the GPU: one thread per group of 8 elements.
 forward: y = f(x), idx = searchsorted(borders, x) (side left, NaN last), 8 codes packed into `bits` bytes;
-backward: unpack the group, x̄ = levels[idx] · ȳ."""
+backward: unpack the group, x̄ = levels[idx] · ȳ.
+
+The bins are the host kernels' (../fewbit.py): compared against the thresholds t in x's dtype (x <= s_j
+<=> x <= t_j exactly, no promotion to float64), idx = K − #{j : x <= t_j} for K <= 15 borders (a NaN
+compares False: K, the last bin), a binary search for wider tables."""
 import numpy as np
 from numba import cuda
 
 from ..bitpack import nbytes_for
+from ..fewbit import thresholds
 from ..pointwise import _constants, parse_activation
 from .bitpack import load_group
 from .common import THREADS, arg, blocks, xp_of
@@ -13,6 +18,11 @@ from .pointwise import act_dev
 
 @cuda.jit(device=True)
 def bin_dev(borders, v):
+    if borders.size <= 15:                   # branch-free count: every thread of a warp does the same work
+        c = borders.size
+        for j in range(borders.size):
+            c -= 1 if v <= borders[j] else 0
+        return c
     if v != v:
         return borders.size
     lo, hi = 0, borders.size
@@ -57,7 +67,7 @@ def fewbit_forward_cuda(name, x, borders, bits, **params):
     xf = xp.ascontiguousarray(x).reshape(-1)
     y = xp.empty_like(xf)
     packed = xp.empty(nbytes_for(xf.size, bits), xp.uint8)
-    b = xp.asarray(np.asarray(borders, np.float64))
+    b = xp.asarray(thresholds(borders, x.dtype))
     k = xp.asarray(_constants(x.dtype, name, p))
     _forward_kernel[blocks((xf.size + 7) // 8), THREADS](code, arg(xf), k, b, bits, y, packed)
     return y.reshape(x.shape), packed

@@ -109,16 +109,22 @@ def check_bitpack_and_fewbit():
                 back = K.unpack_bins(packed, bits, n)
             np.testing.assert_array_equal(packed, want)
             np.testing.assert_array_equal(back, idx)
-        x = (rng.standard_normal(21) * 2).astype(np.float32)
-        borders = np.sort(rng.standard_normal(2**bits - 1) * 2)
-        levels = rng.standard_normal(2**bits)
-        with K.use("cuda"):
-            y, packed = K.fewbit_forward("gelu", x, borders, bits)
-            x_bar = K.fewbit_backward(packed, levels, bits, x)
-        yr, pr = F.fewbit_forward_reference("gelu", x, borders, bits)
-        np.testing.assert_array_equal(packed, pr)
-        np.testing.assert_allclose(y, yr, **TOL[np.float32])
-        np.testing.assert_array_equal(x_bar, levels.astype(np.float32)[np.searchsorted(borders, x)] * x)
+        for dt in (np.float32, np.float64):        # the same bins as the host kernels: borders, NaN, ±inf
+            borders = np.sort(rng.standard_normal(2**bits - 1) * 2)
+            x = np.concatenate([[np.nan, np.inf, -np.inf, 0.1], borders[:4], (rng.standard_normal(14) * 2)])
+            x = x.astype(dt)                       # 22 elements: a short last group for every bit width
+            levels = rng.standard_normal(2**bits)
+            y_bar = rng.standard_normal(x.size).astype(dt)
+            with K.use("cuda"), np.errstate(invalid="ignore"):
+                y, packed = K.fewbit_forward("gelu", x, borders, bits)
+                x_bar = K.fewbit_backward(packed, levels, bits, y_bar)
+            with np.errstate(invalid="ignore"):
+                yr, pr = F.fewbit_forward_reference("gelu", x, borders, bits)
+                yn, pn = F.fewbit_forward_numba("gelu", x, borders, bits)
+            np.testing.assert_array_equal(packed, pr)
+            np.testing.assert_array_equal(packed, pn)
+            np.testing.assert_allclose(y, yr, **TOL[dt])
+            np.testing.assert_array_equal(x_bar, levels.astype(dt)[np.searchsorted(borders, x)] * y_bar)
     m = rng.random(29) < 0.5
     with K.use("cuda"):
         np.testing.assert_array_equal(K.pack_bits(m), np.packbits(m, bitorder="little"))

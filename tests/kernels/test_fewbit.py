@@ -55,3 +55,108 @@ def test_validation():
         K.fewbit_forward("relu", x, np.zeros(511), 9)
     with pytest.raises(ValueError, match="4 levels"):
         K.fewbit_backward(np.zeros(1, np.uint8), np.zeros(3), 2, x)
+
+
+# ---- the fused kernels, held bit for bit to the reference ------------------------------------------------------
+
+def _cases(n, bits, dtype, seed):
+    """x with NaN, ±inf, ±0, every border, its float neighbours in x's dtype, and normal values; borders
+    with one not representable in float32; levels; ȳ with ±inf and NaN."""
+    rng = np.random.default_rng(seed)
+    borders = np.sort(rng.standard_normal(2 ** bits - 1) * 2)
+    borders[0] = 0.1
+    borders = np.sort(borders)
+    near = borders.astype(dtype)
+    special = np.concatenate([[np.nan, np.inf, -np.inf, 0.0, -0.0], borders, near,
+                              np.nextafter(near, dtype(np.inf)), np.nextafter(near, dtype(-np.inf))]).astype(dtype)
+    x = (rng.standard_normal(n) * 3).astype(dtype)
+    x[:min(n, special.size)] = special[:n]
+    rng.shuffle(x)
+    y_bar = rng.standard_normal(n).astype(dtype)
+    y_bar[:min(n, 3)] = [np.inf, -np.inf, np.nan][:n]
+    return x, borders, rng.standard_normal(2 ** bits), y_bar
+
+
+def _value(name, x):
+    """The value the fused kernel must give, bit for bit: the exact activation's own (the compiled body, or
+    the table's NumPy f for the activations whose value NumPy computes)."""
+    if name in F.VALUE_BY_NUMPY:
+        return K.ACTIVATIONS[name].f_at(x, K.ACTIVATIONS[name].resolve())
+    return __import__("tinymoon.kernels.pointwise", fromlist=["act_numba"]).act_numba(name, x)[0]
+
+
+def _bitwise(a, b):
+    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(
+        a.view(np.uint32 if a.dtype == np.float32 else np.uint64), b.view(np.uint32 if b.dtype == np.float32 else np.uint64))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bits", list(range(1, 9)))
+def test_fused_kernels_bit_exact_to_the_reference(bits, dtype):
+    for n in (0, 1, 7, 8, 9, 15, 2047, 2048, 2049, 6001):
+        x, borders, levels, y_bar = _cases(n, bits, dtype, seed=n + 17 * bits)
+        idx = np.searchsorted(borders, x.astype(np.float64))
+        for name in ("gelu", "silu", "tanh", "sigmoid", "elu", "softplus"):
+            with np.errstate(all="ignore"):
+                y, packed = F.fewbit_forward_numba(name, x, borders, bits)
+                want_y = _value(name, x)
+            assert np.array_equal(packed, K.pack_bins(idx, bits)), (name, n)
+            assert _bitwise(y, want_y) or np.array_equal(y, want_y, equal_nan=True), (name, n)
+        got = F.fewbit_backward_numba(packed, levels, bits, y_bar)
+        with np.errstate(all="ignore"):
+            want = levels.astype(dtype)[idx] * y_bar
+        assert _bitwise(got, want), n
+        assert _bitwise(F.fewbit_backward_reference(packed, levels, bits, y_bar), want)
+
+
+@pytest.mark.parametrize("bits", [1, 3, 4, 8])
+def test_fused_kernels_large_odd_size_both_compilations(bits):
+    # 1000003 elements: many blocks and a short last group; the parallel and the serial compilation alike
+    import tinymoon.kernels.pointwise as P
+    for dtype in (np.float32, np.float64):
+        x, borders, levels, y_bar = _cases(1000003, bits, dtype, seed=bits)
+        idx = np.searchsorted(borders, x.astype(np.float64))
+        want_packed = K.pack_bins(idx, bits)
+        t = F.thresholds(borders, dtype)
+        tt, width = (F._as_tuple(t) if bits <= 4 else t), (0,) * bits
+        k = P._constants(np.dtype(dtype), "silu", {})
+        lv = levels.astype(dtype)
+        for compiled in (F._fewbit_forward_kernel.serial, F._fewbit_forward_kernel.parallel):
+            y, packed = np.empty_like(x), np.empty(want_packed.size, np.uint8)
+            compiled(P.COMPILED["silu"][0], x, k, tt, width, y, packed)
+            assert np.array_equal(packed, want_packed)
+            with np.errstate(all="ignore"):
+                assert _bitwise(y, P.act_numba("silu", x)[0]) or np.array_equal(y, P.act_numba("silu", x)[0],
+                                                                                 equal_nan=True)
+        with np.errstate(all="ignore"):
+            want = lv[idx] * y_bar
+        for compiled in (F._fewbit_backward_kernel.serial, F._fewbit_backward_kernel.parallel):
+            out = np.empty_like(y_bar)
+            compiled(want_packed, F._as_tuple(lv) if bits <= 4 else lv, width, y_bar, out)
+            assert _bitwise(out, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_kernels_non_contiguous_inputs(dtype):
+    x, borders, levels, y_bar = _cases(3 * 1001, 3, dtype, seed=5)
+    xs, gs = x.reshape(3, 1001).T, y_bar[::3]                     # a transposed view and a strided one
+    y, packed = K.fewbit_forward("elu", xs, borders, 3)
+    assert y.shape == xs.shape
+    assert np.array_equal(packed, K.pack_bins(np.searchsorted(borders, xs.astype(np.float64)), 3))
+    g = K.fewbit_backward(packed[:(gs.size * 3 + 7) // 8], levels, 3, gs)
+    idx = np.searchsorted(borders, xs.ravel().astype(np.float64))[:gs.size]
+    with np.errstate(all="ignore"):
+        assert _bitwise(g, levels.astype(dtype)[idx] * gs)
+
+
+@pytest.mark.parametrize("bits", list(range(1, 9)))
+def test_swar_squeeze_and_spread_are_inverse(bits):
+    # 8 codes of `bits` bits, one per byte of a word, squeezed into 8·bits bits (the bitpack layout) and back
+    rng = np.random.default_rng(bits)
+    codes = rng.integers(0, 1 << bits, 8 * 64).astype(np.uint8)
+    words = codes.view(np.uint64)
+    packed = K.pack_bins(codes, bits)
+    for g, w in enumerate(words):
+        s = F._squeeze.py_func(np.uint64(w), bits)
+        assert int(s).to_bytes(8, "little")[:bits] == packed[g * bits:(g + 1) * bits].tobytes()
+        assert F._spread.py_func(s, bits) == w

@@ -8,8 +8,12 @@ and MNIST training with few-bit GELU against exact GELU.
 Sections (all in one run, so every ratio compares numbers measured side by side):
   memory    saved bytes of one activation (tinymoon.memory) for b = 1..8 versus exact GELU's float32 input
   time      forward+backward (tm.vjp, then the vjp) of the few-bit activation / the exact tinymoon activation,
-            interleaved rounds, best of each; the default path (array expressions + NumPy packing and table
-            lookup) and, where the kernel library has the activation, its fused Numba forward and backward
+            for each of --time-bits (relu, leaky_relu: their exact 1-bit mask), interleaved rounds, best of
+            each: the default path (one fused kernel pass each way) and the NumPy path (FUSED_FORWARD =
+            FUSED_BACKWARD = False: array expressions, k - 1 comparisons, NumPy packing and table lookup);
+            and the few-bit extras in ns per element, timed on the kernels alone: bin+pack (the fused
+            forward without the value), unpack+lookup (the fused backward minus the multiply x̄ = f'·ȳ that
+            the exact backward does too)
   solve     DP solve time of a b-bit GELU table on a 4097-point grid (4096 cells)
   error     ∫(f' - q)² on [-10, 10] (w = 1, what the tables minimise) and E[(f' - q)²] for x ~ N(0, 1)
   train     MLP 784-H-H-10 with GELU on MNIST (Adam, batch 128, same initial weights and batches for every
@@ -42,7 +46,8 @@ def parse(argv):
     p.add_argument("--quick", action="store_true", help="small sizes, --limit 6000, 1 epoch")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
     p.add_argument("--n", type=int, default=None, help="elements per timed activation (default 2^20; quick 2^16)")
-    p.add_argument("--time-bits", type=int, default=3, help="bits of the timed few-bit activations (default 3)")
+    p.add_argument("--time-bits", default="1,2,3,4", help="comma-separated bit widths of the timed few-bit "
+                                                             "activations (default 1,2,3,4)")
     p.add_argument("--repeat", type=int, default=7, help="interleaved timing rounds (default 7)")
     p.add_argument("--numba-threads", type=int, default=None, help="numba.set_num_threads (default: numba's)")
     p.add_argument("--hidden", type=int, default=None, help="MLP width (default 256)")
@@ -61,6 +66,12 @@ def parse(argv):
     if a.limit is None and a.quick:
         a.limit = 6000
     a.sections = [s.strip() for s in a.sections.split(",") if s.strip()]
+    try:
+        a.time_bits = sorted({int(b) for b in a.time_bits.split(",") if b.strip()})
+    except ValueError:
+        p.error(f"--time-bits takes comma-separated integers in 1..8, got {a.time_bits!r}")
+    if not a.time_bits or not set(a.time_bits) <= set(range(1, 9)):
+        p.error(f"--time-bits takes comma-separated integers in 1..8, got {a.time_bits}")
     bad = sorted(set(a.sections) - set(SECTIONS))
     if bad:
         p.error(f"unknown sections {bad}; choose from {SECTIONS}")
@@ -97,7 +108,35 @@ def _fwd_bwd(fn, x, g):
     return step
 
 
-def time_section(n, bits, repeat):
+def _numpy_path(step):
+    """step, run with the NumPy path (quantized.FUSED_FORWARD = FUSED_BACKWARD = False)."""
+    def run():
+        quantized.FUSED_FORWARD = quantized.FUSED_BACKWARD = False
+        try:
+            step()
+        finally:
+            quantized.FUSED_FORWARD = quantized.FUSED_BACKWARD = True
+    return run
+
+
+def _extras(name, bits, x, g):
+    """The kernels' few-bit extras: {candidate: callable} for bin+pack (the fused forward with the value
+    left out, as for tanh, whose value is np.tanh's) and the fused backward, and the multiply they replace."""
+    from tinymoon.kernels import fewbit as F
+    table = fb.get_table(name, bits)
+    t = F.thresholds(table.borders, x.dtype)
+    tt, width = F._as_tuple(t) if bits <= 4 else t, (0,) * bits
+    y, packed = np.empty_like(x), np.empty(-(-x.size * bits // 8), np.uint8)
+    k = np.zeros(8, x.dtype)
+    lv = table.levels.astype(g.dtype)
+    lvt, out = F._as_tuple(lv) if bits <= 4 else lv, np.empty_like(g)
+    d = np.ones_like(g)
+    return {"bin+pack": lambda: F._fewbit_forward_kernel(F.NO_VALUE, x, k, tt, width, y, packed),
+            "unpack+lookup+mul": lambda: F._fewbit_backward_kernel(packed, lvt, width, g, out),
+            "mul": lambda: np.multiply(d, g, out=out)}
+
+
+def time_section(n, bit_widths, repeat):
     rng = np.random.default_rng(0)
     x = tm.tensor(rng.normal(0, 2, n).astype(np.float32), requires_grad=True)
     g = tm.tensor(rng.normal(size=n).astype(np.float32))
@@ -106,27 +145,25 @@ def time_section(n, bits, repeat):
     rows = []
     for name in TIMED:
         pw = fb.activation(name).piecewise_linear
-        few = (lambda t, name=name: fb.activate(name, t)) if pw else \
-              (lambda t, name=name: fb.activate(name, t, bits=bits))
-        cands = {"exact": _fwd_bwd(exact[name], x, g), "few-bit": _fwd_bwd(few, x, g)}
-        fusable = name in quantized.FUSED or name == "relu"
-        best = {k: math.inf for k in list(cands) + (["kernels"] if fusable else [])}
-        for _ in range(repeat):                     # interleaved, so a load spike hits every candidate
-            for k, f in cands.items():
-                best[k] = min(best[k], best_time(f, repeat=1, min_time=0.02))
-            if fusable:                             # the kernel library's fused forward and backward
-                quantized.FUSED_FORWARD = quantized.FUSED_BACKWARD = True
-                try:
-                    best["kernels"] = min(best["kernels"], best_time(cands["few-bit"], repeat=1, min_time=0.02))
-                finally:
-                    quantized.FUSED_FORWARD = quantized.FUSED_BACKWARD = False
-        row = {"activation": name, "bits": 1 if pw else bits, "elements": n, "exact ms": 1e3 * best["exact"],
-               "few-bit ms": 1e3 * best["few-bit"], "ratio": best["few-bit"] / best["exact"]}
-        if fusable:
-            row["fused kernels ms"] = 1e3 * best["kernels"]
-            row["fused ratio"] = best["kernels"] / best["exact"]
-        rows.append(row)
-        print(table([row], list(row)), flush=True)
+        for bits in ([1] if pw else bit_widths):
+            few = (lambda t, name=name: fb.activate(name, t)) if pw else \
+                  (lambda t, name=name, bits=bits: fb.activate(name, t, bits=bits))
+            cands = {"exact": _fwd_bwd(exact[name], x, g), "few-bit": _fwd_bwd(few, x, g)}
+            cands["numpy path"] = _numpy_path(cands["few-bit"])
+            if not pw:
+                cands.update(_extras(name, bits, x.numpy(), g.numpy()))
+            best = {k: math.inf for k in cands}
+            for _ in range(repeat):                     # interleaved, so a load spike hits every candidate
+                for k, f in cands.items():
+                    best[k] = min(best[k], best_time(f, repeat=1, min_time=0.02))
+            row = {"activation": name, "bits": bits, "elements": n, "exact ms": 1e3 * best["exact"],
+                   "few-bit ms": 1e3 * best["few-bit"], "ratio": best["few-bit"] / best["exact"],
+                   "numpy path ms": 1e3 * best["numpy path"], "numpy ratio": best["numpy path"] / best["exact"]}
+            if not pw:
+                row["bin+pack ns/el"] = 1e9 * best["bin+pack"] / n
+                row["unpack+lookup ns/el"] = 1e9 * (best["unpack+lookup+mul"] - best["mul"]) / n
+            rows.append(row)
+            print(table([row], list(row)), flush=True)
     return rows
 
 

@@ -21,11 +21,14 @@ Two codes:
 * `Quantised.exact(formula, params)` — a piecewise-linear one (relu, leaky_relu, relu6, hardtanh, hardsigmoid):
   code = the formula's exact 1-bit mask (PyTorch's backward conditions), q = f' exactly.
 
-The default path is whole-array NumPy/CuPy (bins as k − 1 comparisons, `pack_codes`, `lookup`), except relu
-and leaky_relu, whose exact code is the sign bit: their value and mask come from the relu-mask kernel in one
-pass (as the exact primitives'). The kernel library's fused one-pass few-bit kernels
-(`kernels.fewbit_forward`/`fewbit_backward`) are one switch away (FUSED_FORWARD, FUSED_BACKWARD: measured
-slower on the test machine, docs/fewbit.md).
+The default path on the host is one fused kernel pass each way (kernels.fewbit_forward / fewbit_backward,
+FUSED_FORWARD and FUSED_BACKWARD): forward computes f (the compiled body of kernels/pointwise.py, the value
+the exact primitive computes; tanh's from NumPy's SIMD np.tanh), the bins (a branch-free count over the
+thresholds) and packs them, in one sweep over x; backward reads the packed bytes and the levels and
+multiplies.  relu and leaky_relu, whose exact code is the sign bit, take value and mask from the relu-mask
+kernel in one pass (as the exact primitives).  The whole-array NumPy/CuPy path below (`bin_index` as k − 1
+comparisons, `pack_codes`, `lookup`) is the readable reference, the path for activations the kernels do not
+compile and for device arrays; the tests hold both to the same bits (docs/fewbit.md, "Speed").
 """
 from __future__ import annotations
 
@@ -39,11 +42,11 @@ from .errors import FewBitError
 __all__ = ["Quantised", "PackedBins", "bin_index", "thresholds", "lookup", "pack_codes", "FUSED",
            "FUSED_FORWARD", "FUSED_BACKWARD"]
 
-# The fused forward (f + bin search + pack in one kernel) exists for the activations the kernels compile.
-# Measured slower than the split path on the 2-core test machine (docs/fewbit.md: it evaluates f' too and
-# binary-searches per element), so it is off by default; the benchmark times both. Both give the same bins,
-# hence bitwise the same backward.
-FUSED_FORWARD = False
+# The fused forward (f + bins + pack in one kernel pass) exists for the activations the kernels compile.
+# Measured 1.5-4x faster than the NumPy path (docs/fewbit.md, "Speed"), so it is the default on host arrays;
+# False switches to the NumPy path (the benchmark times both). Both give the same bins, hence bitwise the
+# same backward; the value is the compiled body's (the exact primitive's own), the NumPy path's the table's f.
+FUSED_FORWARD = True
 FUSED = ("gelu", "silu", "tanh", "sigmoid", "elu", "softplus")
 
 
@@ -111,7 +114,7 @@ class PackedBins(DiagonalResidual):
 
     def scale(self, v):
         # levels[code] · v, bitwise equal to levels.astype(v.dtype)[code] * v
-        if FUSED_BACKWARD:
+        if FUSED_BACKWARD and type(v) is np.ndarray and type(self.packed) is np.ndarray:
             return kernels.fewbit_backward(self.packed, self.levels, self.bits, v)
         return lookup(self, self.levels, v.dtype).reshape(v.shape) * v
 
@@ -121,9 +124,9 @@ class PackedBins(DiagonalResidual):
 
 def pack_codes(idx, bits):
     """The kernels' bitpack layout (kernels.pack_bins) in a few whole-array passes: each group of 8 codes is
-    OR-ed into one 8·b-bit word, whose b bytes are written out LSB first.
-    TODO(kernels): kernels.pack_bins (Numba, parallel) stalls for ~10 ms per call on an oversubscribed CPU
-    (docs/fewbit.md); this NumPy/CuPy version is used instead and tested against it."""
+    OR-ed into one 8·b-bit word, whose b bytes are written out LSB first.  The NumPy/CuPy path's packing
+    (any array module, no compilation); the fused kernel packs in its own pass.  Tested against
+    kernels.pack_bins."""
     xp = get_array_module(idx)
     n = idx.size
     groups = -(-n // 8)
@@ -146,9 +149,9 @@ def pack_codes(idx, bits):
 
 def thresholds(borders, dtype):
     """The borders as values of `dtype` that keep the float64 comparison exact: for x of that dtype,
-    x <= s  <=>  x <= t,  t = the largest `dtype` value <= s (so no input is ever promoted to float64)."""
-    t = np.asarray(borders, np.float64).astype(dtype)
-    return np.where(t > borders, np.nextafter(t, dtype.type(-np.inf)), t).astype(dtype)
+    x <= s  <=>  x <= t,  t = the largest `dtype` value <= s (so no input is ever promoted to float64).
+    The kernels' definition (kernels/fewbit.py), which the fused kernel compares against too."""
+    return kernels.fewbit.thresholds(borders, dtype)
 
 
 def bin_index(x, borders):
@@ -168,9 +171,10 @@ def bin_index(x, borders):
 
 
 # ---- backward lookup straight from the packed bytes -----------------------------------------------------------
-# kernels.fewbit_backward (Numba, one pass) measured slower than this table lookup on the test machine
-# (docs/fewbit.md, "Speed"), so it is off; FUSED_BACKWARD = True switches to it.
-FUSED_BACKWARD = False
+# The default on host arrays is kernels.fewbit_backward (one Numba pass: unpack, select the level, multiply;
+# measured 2-5x faster than this lookup, docs/fewbit.md "Speed"); FUSED_BACKWARD = False switches to the
+# NumPy path below, the reference (and the path for device arrays).
+FUSED_BACKWARD = True
 _CHUNK = {1: 8, 2: 4, 3: 4, 4: 2, 5: 2, 6: 2, 7: 1, 8: 1}    # codes per lookup: c·b <= 12 bits, c divides 8
 
 
