@@ -39,6 +39,7 @@ from .bitpack import check_bits, nbytes_for, pack_bins_reference, unpack_bins_re
 from .activations import ACTIVATIONS
 from .pointwise import _act, _constants, act_numba, act_reference, parse_activation
 from .threads import kernel
+from .vecmath import CONTRACT
 
 BLOCK = 2048            # elements per block: its codes (2 KiB) and values stay in L1
 # The activations whose value is computed before the kernel, by the table's NumPy f (SIMD ufuncs), because
@@ -272,7 +273,7 @@ def _unpack_block_impl(pk, ngroups, width, codes):
 # Written on block slices indexed from 0 (xs[i], not x[lo + i]): Numba then knows no index is negative and
 # emits no wraparound test, which is what lets LLVM vectorise the loops.  error_model="numpy": a division
 # (sigmoid's) is not guarded by a ZeroDivisionError branch (measured 3.5x slower for silu).
-@kernel(error_model="numpy")
+@kernel(error_model="numpy", fastmath=CONTRACT)   # the exact kernels' FMAs too: f(x) bit for bit
 def _fewbit_forward_kernel(code, x, k, t, width, y, packed):
     bits = len(width)
     n = x.size
