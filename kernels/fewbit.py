@@ -9,9 +9,10 @@ NaN inputs get idx = K = 2^b − 1, as numpy.searchsorted sorts NaN last.
 The Numba kernels do one pass over memory each, block by block (BLOCK elements, a multiple of 8 so that a
 block holds whole groups of 8 codes = whole bytes of the bitpack layout, see bitpack.py):
 
-  forward   1. y = f(x) for the block: the compiled scalar body `_act(code, x, k)[0]` of pointwise.py
-               (its derivative half is dead code, eliminated; tanh's y comes from NumPy's SIMD np.tanh
-               before the kernel, which then only bins and packs);
+  forward   1. y = f(x), the exact activation's value bit for bit: from VALUE_PASS_MIN elements on (and for
+               tanh: NumPy's SIMD np.tanh) a vectorised pass of its own before the kernel, which then only
+               bins and packs; below it, for the block, the compiled scalar body `_act(code, x, k)[0]` of
+               pointwise.py (its derivative half is dead code, eliminated);
             2. the block's codes into a small uint8 buffer (in L1): for b <= 4 a branch-free count over the K
                thresholds t (see `thresholds`),   idx = K − #{j : x <= t_j},
                K compares and subtractions per element with no data-dependent branch or load, which LLVM
@@ -36,24 +37,19 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from .bitpack import check_bits, nbytes_for, pack_bins_reference, unpack_bins_reference
-from .activations import ACTIVATIONS
-from .pointwise import _act, _constants, act_numba, act_reference, parse_activation
+from .pointwise import _act, _constants, act_reference, act_value_numba, parse_activation
 from .threads import kernel
 from .vecmath import CONTRACT
 
 BLOCK = 2048            # elements per block: its codes (2 KiB) and values stay in L1
-# The activations whose value is computed before the kernel, by the table's NumPy f (SIMD ufuncs), because
-# the compiled scalar body calls scalar libm (measured at 2^20 float32, 1 thread: tanh 0.15 ns/element with
-# np.tanh against ~20 with libm's tanh; softplus 3.5 with NumPy's exp and log1p against 12.7).  Their exact
-# primitives take the same value (act_numba's np.tanh; Softplus keeps the table's f).  The kernel then only
-# bins and packs (activation code NO_VALUE).
-VALUE_BY_NUMPY = ("tanh", "softplus")
-# elu's value comes from the exact kernel pointwise.act_numba (value and f', the exact primitive's own
-# pass), whose derivative is dropped: in a loop inside the block loop LLVM keeps elu's x > 0 branch and
-# mispredicts it on mixed signs (6 ns per element, with or without the derivative half, against 2.0 in
-# act_numba's flat prange loop, which it turns into selects; 1.3 on sorted input).  Two passes over x,
-# measured faster than one.  Once the pointwise bodies are branch-free this can go.
-VALUE_BY_EXACT_KERNEL = ("elu",)
+# Where y = f(x) comes from. The value must be the exact activation's own, bit for bit (the tests hold it to
+# pointwise.act_numba's y). From VALUE_PASS_MIN elements on it is a pass of its own before the kernel
+# (pointwise.act_value_numba: the exact kernel's bodies and flags, y only), which then only bins and packs
+# (activation code NO_VALUE): the value loop inside this kernel runs scalar in its serial compilation (the one
+# a single thread takes: LLVM cannot prove y and x do not overlap there), GELU at 2^20 float32 10.2 ms against
+# 0.65 ms for the value pass (measured, 1 thread). Two passes over x, measured faster than one. Below it the
+# value is computed inside the kernel's block loop, where a launch of the parallel pass would cost more.
+VALUE_PASS_MIN = 1 << 14
 NO_VALUE = -1
 
 
@@ -146,10 +142,9 @@ def _bins(xs, t, codes):
 
 # -- values -------------------------------------------------------------------------------------------------
 @njit(inline="always")
-def _values(code, xs, k, ys, ds):
+def _values(code, xs, k, ys):
     # y = f(x) on a block: the branch on the activation sits outside the loops and every loop calls _act
-    # with a literal code, so each is straight-line code (the derivative half of the body is dead; elu
-    # writes it to the block scratch ds, which is what the exact kernel's loop does too).
+    # with a literal code, so each is straight-line code (the derivative half of the body is dead code).
     if code == 0:
         for i in range(xs.size):
             ys[i] = _act(0, xs[i], k)[0]
@@ -158,7 +153,7 @@ def _values(code, xs, k, ys, ds):
             ys[i] = _act(1, xs[i], k)[0]
     elif code == 2:
         for i in range(xs.size):
-            ys[i], ds[i] = _act(2, xs[i], k)
+            ys[i] = _act(2, xs[i], k)[0]
     elif code == 3:
         for i in range(xs.size):
             ys[i] = _act(3, xs[i], k)[0]
@@ -174,7 +169,7 @@ def _values(code, xs, k, ys, ds):
     elif code == 7:
         for i in range(xs.size):
             ys[i] = _act(7, xs[i], k)[0]
-    # NO_VALUE: y was computed before the kernel (VALUE_BY_NUMPY, VALUE_BY_EXACT_KERNEL)
+    # NO_VALUE: y was computed before the kernel (see VALUE_PASS_MIN)
 
 
 # -- SWAR packing of one group: 8 code bytes <-> 8·b bits ---------------------------------------------------
@@ -280,11 +275,10 @@ def _fewbit_forward_kernel(code, x, k, t, width, y, packed):
     nbytes = packed.size
     for blk in prange((n + BLOCK - 1) // BLOCK):
         codes = np.zeros(BLOCK, np.uint8)              # the last block's missing codes stay 0
-        scratch = np.empty(BLOCK if code == 2 else 0, x.dtype)      # elu: see _values
         lo = blk * BLOCK
         hi = min(n, lo + BLOCK)
         xs = x[lo:hi]
-        _values(code, xs, k, y[lo:hi], scratch)
+        _values(code, xs, k, y[lo:hi])
         _bins(xs, t, codes)
         ng = (hi - lo + 7) // 8
         _pack_block(codes, ng, width, packed[lo // 8 * bits:min(nbytes, (lo // 8 + ng) * bits)])
@@ -358,10 +352,8 @@ def fewbit_forward_numba(name, x, borders, bits, **params):
     code, p = parse_activation(name, params)
     xf = np.ascontiguousarray(x).reshape(-1)
     packed = np.empty(nbytes_for(xf.size, bits), np.uint8)
-    if name in VALUE_BY_NUMPY:
-        y, code = ACTIVATIONS[name].f_at(xf, p), NO_VALUE
-    elif name in VALUE_BY_EXACT_KERNEL:
-        y, code = act_numba(name, xf, **params)[0], NO_VALUE
+    if xf.size >= VALUE_PASS_MIN or name == "tanh":          # tanh: NumPy's SIMD np.tanh, as act_numba
+        y, code = act_value_numba(name, xf, **params), NO_VALUE
     else:
         y = np.empty_like(xf)
     t = thresholds(borders, xf.dtype)

@@ -275,6 +275,36 @@ def _act_kernel(code, x, k, y, d):
             y[i], d[i] = _softplus(x[i], k)
 
 
+@njit(parallel=True, cache=True, fastmath=CONTRACT)   # the flags of _act_kernel: its y bit for bit
+def _act_value_kernel(code, x, k, y):
+    # y = f(x) alone, for a caller that keeps no f' (the few-bit forward): the derivative half of each body is
+    # dead code. Always the parallel compilation, even on one thread: its gufunc marks the arrays noalias,
+    # which is what lets LLVM vectorise the bodies (the serial njit of this loop runs scalar: GELU at 2^20
+    # float32, 1 thread, 10.2 ms against 0.65 ms, measured).
+    n = x.size
+    if code == 0:
+        for i in prange(n):
+            y[i] = _relu(x[i], k)[0]
+    elif code == 1:
+        for i in prange(n):
+            y[i] = _leaky_relu(x[i], k)[0]
+    elif code == 2:
+        for i in prange(n):
+            y[i] = _elu(x[i], k)[0]
+    elif code == 3:
+        for i in prange(n):
+            y[i] = _gelu(x[i], k)[0]
+    elif code == 4:
+        for i in prange(n):
+            y[i] = _silu(x[i], k)[0]
+    elif code == 6:
+        for i in prange(n):
+            y[i] = _sigmoid_pair(x[i], k)[0]
+    elif code == 7:
+        for i in prange(n):
+            y[i] = _softplus(x[i], k)[0]
+
+
 @njit(parallel=True, cache=True, fastmath=CONTRACT)
 def _tanh_grad_float32_kernel(x, k, d):
     # tanh'(x) = 1 − tanh² = 4 σ(2x)(1 − σ(2x)): from x, not from the rounded y, whose 1 − y² loses every
@@ -361,6 +391,17 @@ def act_numba(name, x, **params):
     y = np.empty_like(xf)
     _act_kernel(code, xf, _constants(x.dtype, name, p), y, d)
     return y.reshape(x.shape), d.reshape(x.shape)
+
+
+def act_value_numba(name, x, **params):
+    """act_numba's y alone (bit for bit), flat: tanh's from np.tanh, the others from _act_value_kernel."""
+    code, p = parse_activation(name, params)
+    xf = np.ascontiguousarray(x).reshape(-1)
+    if name == "tanh":
+        return np.tanh(xf)
+    y = np.empty_like(xf)
+    _act_value_kernel(code, xf, _constants(x.dtype, name, p), y)
+    return y
 
 
 def relu_mask_forward_numba(x, slope=0.0):

@@ -78,10 +78,8 @@ def _cases(n, bits, dtype, seed):
 
 
 def _value(name, x):
-    """The value the fused kernel must give, bit for bit: the exact activation's own (the compiled body, or
-    the table's NumPy f for the activations whose value NumPy computes)."""
-    if name in F.VALUE_BY_NUMPY:
-        return K.ACTIVATIONS[name].f_at(x, K.ACTIVATIONS[name].resolve())
+    """The value the fused kernel must give, bit for bit: the exact kernel's own (pointwise.act_numba's y; its
+    np.tanh for tanh). Sizes below and above kernels.fewbit.VALUE_PASS_MIN take the two value paths."""
     return __import__("tinymoon.kernels.pointwise", fromlist=["act_numba"]).act_numba(name, x)[0]
 
 
