@@ -6,13 +6,11 @@
 
 NaN inputs get idx = K = 2^b − 1, as numpy.searchsorted sorts NaN last.
 
-The Numba kernels do one pass over memory each, block by block (BLOCK elements, a multiple of 8 so that a
+The Numba kernels (after the forward's value pass) do one pass over memory each, block by block (BLOCK elements, a multiple of 8 so that a
 block holds whole groups of 8 codes = whole bytes of the bitpack layout, see bitpack.py):
 
-  forward   1. y = f(x), the exact activation's value bit for bit: from VALUE_PASS_MIN elements on (and for
-               tanh: NumPy's SIMD np.tanh) a vectorised pass of its own before the kernel, which then only
-               bins and packs; below it, for the block, the compiled scalar body `_act(code, x, k)[0]` of
-               pointwise.py (its derivative half is dead code, eliminated);
+  forward   1. y = f(x), the exact activation's value bit for bit, by a pass of its own before the kernel
+               (pointwise.act_value_numba; tanh: NumPy's SIMD np.tanh), which then only bins and packs;
             2. the block's codes into a small uint8 buffer (in L1): for b <= 4 a branch-free count over the K
                thresholds t (see `thresholds`),   idx = K − #{j : x <= t_j},
                K compares and subtractions per element with no data-dependent branch or load, which LLVM
@@ -37,20 +35,15 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from .bitpack import check_bits, nbytes_for, pack_bins_reference, unpack_bins_reference
-from .pointwise import _act, _constants, act_reference, act_value_numba, parse_activation
+from .pointwise import act_reference, act_value_numba
 from .threads import kernel
-from .vecmath import CONTRACT
 
 BLOCK = 2048            # elements per block: its codes (2 KiB) and values stay in L1
-# Where y = f(x) comes from. The value must be the exact activation's own, bit for bit (the tests hold it to
-# pointwise.act_numba's y). From VALUE_PASS_MIN elements on it is a pass of its own before the kernel
-# (pointwise.act_value_numba: the exact kernel's bodies and flags, y only), which then only bins and packs
-# (activation code NO_VALUE): the value loop inside this kernel runs scalar in its serial compilation (the one
-# a single thread takes: LLVM cannot prove y and x do not overlap there), GELU at 2^20 float32 10.2 ms against
-# 0.65 ms for the value pass (measured, 1 thread). Two passes over x, measured faster than one. Below it the
-# value is computed inside the kernel's block loop, where a launch of the parallel pass would cost more.
-VALUE_PASS_MIN = 1 << 14
-NO_VALUE = -1
+# y = f(x) is the exact activation's value, bit for bit (the tests hold it to pointwise.act_numba's y): a pass of
+# its own before the kernel (pointwise.act_value_numba: the exact kernel's bodies and flags, y only; tanh's from
+# np.tanh), which then only bins and packs. A value loop inside this kernel ran scalar in its serial compilation
+# (the one a single thread takes: LLVM cannot prove y and x do not overlap there), GELU at 2^20 float32 10.2 ms
+# against 0.65 ms for the value pass (measured, 1 thread); two passes over x measured faster than one.
 
 
 def check_fewbit(borders, levels, bits, what):
@@ -138,38 +131,6 @@ def _bin_impl(v, t):
 def _bins(xs, t, codes):
     for i in range(xs.size):
         codes[i] = _bin(xs[i], t)
-
-
-# -- values -------------------------------------------------------------------------------------------------
-@njit(inline="always")
-def _values(code, xs, k, ys):
-    # y = f(x) on a block: the branch on the activation sits outside the loops and every loop calls _act
-    # with a literal code, so each is straight-line code (the derivative half of the body is dead code).
-    if code == 0:
-        for i in range(xs.size):
-            ys[i] = _act(0, xs[i], k)[0]
-    elif code == 1:
-        for i in range(xs.size):
-            ys[i] = _act(1, xs[i], k)[0]
-    elif code == 2:
-        for i in range(xs.size):
-            ys[i] = _act(2, xs[i], k)[0]
-    elif code == 3:
-        for i in range(xs.size):
-            ys[i] = _act(3, xs[i], k)[0]
-    elif code == 4:
-        for i in range(xs.size):
-            ys[i] = _act(4, xs[i], k)[0]
-    elif code == 5:
-        for i in range(xs.size):
-            ys[i] = _act(5, xs[i], k)[0]
-    elif code == 6:
-        for i in range(xs.size):
-            ys[i] = _act(6, xs[i], k)[0]
-    elif code == 7:
-        for i in range(xs.size):
-            ys[i] = _act(7, xs[i], k)[0]
-    # NO_VALUE: y was computed before the kernel (see VALUE_PASS_MIN)
 
 
 # -- SWAR packing of one group: 8 code bytes <-> 8·b bits ---------------------------------------------------
@@ -268,8 +229,8 @@ def _unpack_block_impl(pk, ngroups, width, codes):
 # Written on block slices indexed from 0 (xs[i], not x[lo + i]): Numba then knows no index is negative and
 # emits no wraparound test, which is what lets LLVM vectorise the loops.  error_model="numpy": a division
 # (sigmoid's) is not guarded by a ZeroDivisionError branch (measured 3.5x slower for silu).
-@kernel(error_model="numpy", fastmath=CONTRACT)   # the exact kernels' FMAs too: f(x) bit for bit
-def _fewbit_forward_kernel(code, x, k, t, width, y, packed):
+@kernel(error_model="numpy")
+def _fewbit_forward_kernel(x, t, width, packed):
     bits = len(width)
     n = x.size
     nbytes = packed.size
@@ -277,9 +238,7 @@ def _fewbit_forward_kernel(code, x, k, t, width, y, packed):
         codes = np.zeros(BLOCK, np.uint8)              # the last block's missing codes stay 0
         lo = blk * BLOCK
         hi = min(n, lo + BLOCK)
-        xs = x[lo:hi]
-        _values(code, xs, k, y[lo:hi])
-        _bins(xs, t, codes)
+        _bins(x[lo:hi], t, codes)
         ng = (hi - lo + 7) // 8
         _pack_block(codes, ng, width, packed[lo // 8 * bits:min(nbytes, (lo // 8 + ng) * bits)])
 
@@ -349,16 +308,11 @@ def _as_tuple(a):
 
 
 def fewbit_forward_numba(name, x, borders, bits, **params):
-    code, p = parse_activation(name, params)
     xf = np.ascontiguousarray(x).reshape(-1)
+    y = act_value_numba(name, xf, **params)                    # checks the name and parameters too
     packed = np.empty(nbytes_for(xf.size, bits), np.uint8)
-    if xf.size >= VALUE_PASS_MIN or name == "tanh":          # tanh: NumPy's SIMD np.tanh, as act_numba
-        y, code = act_value_numba(name, xf, **params), NO_VALUE
-    else:
-        y = np.empty_like(xf)
     t = thresholds(borders, xf.dtype)
-    _fewbit_forward_kernel(code, xf, _constants(x.dtype, name, p), _as_tuple(t) if bits <= 4 else t, (0,) * bits,
-                           y, packed)
+    _fewbit_forward_kernel(xf, _as_tuple(t) if bits <= 4 else t, (0,) * bits, packed)
     return y.reshape(x.shape), packed
 
 

@@ -275,12 +275,17 @@ def _act_kernel(code, x, k, y, d):
             y[i], d[i] = _softplus(x[i], k)
 
 
-@njit(parallel=True, cache=True, fastmath=CONTRACT)   # the flags of _act_kernel: its y bit for bit
+# From this many elements act_value_numba runs _act_value_kernel's parallel compilation (even on one thread),
+# below it the serial one, whose pool-free call is cheaper for small arrays.
+VALUE_PARALLEL_MIN = 1 << 14
+
+
+@kernel(fastmath=CONTRACT)   # the flags of _act_kernel: its y bit for bit
 def _act_value_kernel(code, x, k, y):
     # y = f(x) alone, for a caller that keeps no f' (the few-bit forward): the derivative half of each body is
-    # dead code. Always the parallel compilation, even on one thread: its gufunc marks the arrays noalias,
-    # which is what lets LLVM vectorise the bodies (the serial njit of this loop runs scalar: GELU at 2^20
-    # float32, 1 thread, 10.2 ms against 0.65 ms, measured).
+    # dead code. Large arrays take the parallel compilation even on one thread: its gufunc marks the arrays
+    # noalias, which is what lets LLVM vectorise the bodies (the serial compilation of this loop runs scalar:
+    # GELU at 2^20 float32, 1 thread, 10.2 ms against 0.65 ms, measured).
     n = x.size
     if code == 0:
         for i in prange(n):
@@ -394,13 +399,15 @@ def act_numba(name, x, **params):
 
 
 def act_value_numba(name, x, **params):
-    """act_numba's y alone (bit for bit), flat: tanh's from np.tanh, the others from _act_value_kernel."""
+    """act_numba's y alone (bit for bit), flat: tanh's from np.tanh, the others from _act_value_kernel
+    (see VALUE_PARALLEL_MIN)."""
     code, p = parse_activation(name, params)
     xf = np.ascontiguousarray(x).reshape(-1)
     if name == "tanh":
         return np.tanh(xf)
     y = np.empty_like(xf)
-    _act_value_kernel(code, xf, _constants(x.dtype, name, p), y)
+    run = _act_value_kernel.parallel if xf.size >= VALUE_PARALLEL_MIN else _act_value_kernel.serial
+    run(code, xf, _constants(x.dtype, name, p), y)
     return y
 
 

@@ -79,7 +79,8 @@ def _cases(n, bits, dtype, seed):
 
 def _value(name, x):
     """The value the fused kernel must give, bit for bit: the exact kernel's own (pointwise.act_numba's y; its
-    np.tanh for tanh). Sizes below and above kernels.fewbit.VALUE_PASS_MIN take the two value paths."""
+    np.tanh for tanh). Sizes below and above pointwise.VALUE_PARALLEL_MIN take the value kernel's two
+    compilations."""
     return __import__("tinymoon.kernels.pointwise", fromlist=["act_numba"]).act_numba(name, x)[0]
 
 
@@ -120,9 +121,12 @@ def test_fused_kernels_large_odd_size_both_compilations(bits):
         k = P._constants(np.dtype(dtype), "silu", {})
         lv = levels.astype(dtype)
         for compiled in (F._fewbit_forward_kernel.serial, F._fewbit_forward_kernel.parallel):
-            y, packed = np.empty_like(x), np.empty(want_packed.size, np.uint8)
-            compiled(P.COMPILED["silu"][0], x, k, tt, width, y, packed)
+            packed = np.empty(want_packed.size, np.uint8)
+            compiled(x, tt, width, packed)
             assert np.array_equal(packed, want_packed)
+        for compiled in (P._act_value_kernel.serial, P._act_value_kernel.parallel):   # the value, both ways
+            y = np.empty_like(x)
+            compiled(P.COMPILED["silu"][0], x, k, y)
             with np.errstate(all="ignore"):
                 assert _bitwise(y, P.act_numba("silu", x)[0]) or np.array_equal(y, P.act_numba("silu", x)[0],
                                                                                  equal_nan=True)

@@ -120,18 +120,17 @@ def _numpy_path(step):
 
 
 def _extras(name, bits, x, g):
-    """The kernels' few-bit extras: {candidate: callable} for bin+pack (the fused forward with the value
-    left out, as for tanh, whose value is np.tanh's) and the fused backward, and the multiply they replace."""
+    """The kernels' few-bit extras: {candidate: callable} for bin+pack (the fused forward kernel, after the
+    value pass) and the fused backward, and the multiply they replace."""
     from tinymoon.kernels import fewbit as F
     table = fb.get_table(name, bits)
     t = F.thresholds(table.borders, x.dtype)
     tt, width = F._as_tuple(t) if bits <= 4 else t, (0,) * bits
-    y, packed = np.empty_like(x), np.empty(-(-x.size * bits // 8), np.uint8)
-    k = np.zeros(8, x.dtype)
+    packed = np.empty(-(-x.size * bits // 8), np.uint8)
     lv = table.levels.astype(g.dtype)
     lvt, out = F._as_tuple(lv) if bits <= 4 else lv, np.empty_like(g)
     d = np.ones_like(g)
-    return {"bin+pack": lambda: F._fewbit_forward_kernel(F.NO_VALUE, x, k, tt, width, y, packed),
+    return {"bin+pack": lambda: F._fewbit_forward_kernel(x, tt, width, packed),
             "unpack+lookup+mul": lambda: F._fewbit_backward_kernel(packed, lvt, width, g, out),
             "mul": lambda: np.multiply(d, g, out=out)}
 
