@@ -11,13 +11,15 @@ block holds whole groups of 8 codes = whole bytes of the bitpack layout, see bit
 
   forward   1. y = f(x), the exact activation's value bit for bit, by a pass of its own before the kernel
                (pointwise.act_value_numba; tanh: NumPy's SIMD np.tanh), which then only bins and packs;
-            2. the block's codes into a small uint8 buffer (in L1): for b <= 4 a branch-free count over the K
-               thresholds t (see `thresholds`),   idx = K − #{j : x <= t_j},
-               K compares and subtractions per element with no data-dependent branch or load, which LLVM
-               vectorises (NaN compares False everywhere: idx = K, the last bin).  Wider tables (b >= 5,
-               up to 255 borders) take a branch-free binary search of b steps instead;
+            2. the block's codes into a small uint8 buffer (in L1): for b <= 4 a branch-free binary search
+               over the K thresholds t (see `thresholds`),   idx = #{j : not (x <= t_j)},
+               b steps, each a compare against a threshold picked from the bits found so far by a select
+               tree: no data-dependent branch or load, which LLVM vectorises (NaN compares False everywhere:
+               idx = K, the last bin).  Wider tables (b >= 5, up to 255 borders, in an array) take a binary
+               search of b steps with loads;
             3. pack: each group's 8 code bytes, read as one 64-bit word, are squeezed to 8·b bits by three
-               SWAR steps (pairs of fields merged, then pairs of pairs...) and written as b bytes.
+               SWAR steps (pairs of fields merged, then pairs of pairs...) and written as b bytes (3 bits:
+               eight groups as three 64-bit words).
   backward  1. the block's groups unpacked into the code buffer (the same SWAR steps backwards);
             2. x̄ = lv[code] · ȳ: for b <= 4 a select tree over the levels (a vector blend per bit of the
                code), a table gather above; lv = the levels cast to ȳ's dtype, so the product is bitwise
@@ -26,8 +28,8 @@ block holds whole groups of 8 codes = whole bytes of the bitpack layout, see bit
 Thresholds: the borders are float64; x is float32 or float64.  t_j = the largest value of x's dtype <= s_j,
 so for every x of that dtype  x <= s_j  <=>  x <= t_j  — the comparison stays exact without promoting x.
 
-Each kernel is a threads.Kernel: serial below the pool's break-even work, the prange over blocks above it
-(blocks write disjoint bytes: no atomics).  The thresholds and levels reach the kernel as tuples, so each
+Each kernel is a threads.Kernel: serial below the pool's break-even work, the prange over chunks of blocks
+above it (blocks write disjoint bytes: no atomics).  The thresholds and levels reach the kernel as tuples, so each
 table size is its own compilation and the loops over them are unrolled.
 """
 import numpy as np
@@ -81,26 +83,84 @@ def fewbit_backward_reference(packed, levels, bits, y_bar):
 
 
 # ---------------------------------------------------------------------------------------------- numba CPU
+# -- the select tree: lv[c] without a load ------------------------------------------------------------------
+def _pick(c, lv):
+    """lv[c] for a code c < len(lv): compiled as a select tree for 2, 4 or 8 levels (one vector blend per
+    level pair, branch-free), as a table gather for more (see _pick_impl)."""
+    return lv[c]
+
+
+def _tree2(c, lv):
+    return lv[1] if c & 1 else lv[0]
+
+
+def _tree4(c, lv):
+    lo = lv[1] if c & 1 else lv[0]
+    hi = lv[3] if c & 1 else lv[2]
+    return hi if c & 2 else lo
+
+
+def _tree8(c, lv):
+    a = lv[1] if c & 1 else lv[0]
+    b = lv[3] if c & 1 else lv[2]
+    d = lv[5] if c & 1 else lv[4]
+    e = lv[7] if c & 1 else lv[6]
+    lo = b if c & 2 else a
+    hi = e if c & 2 else d
+    return hi if c & 4 else lo
+
+
+def _tree16(c, lv):
+    lo = _tree8_jit(c, lv[:8])
+    hi = _tree8_jit(c, lv[8:])
+    return hi if c & 8 else lo
+
+
+_tree8_jit = njit(inline="always")(_tree8)
+
+
+@overload(_pick, inline="always")
+def _pick_impl(c, lv):
+    # chosen at compile time from the type of lv: a UniTuple of 2, 4 or 8 levels, or an array
+    if isinstance(lv, types.UniTuple):
+        return {2: _tree2, 4: _tree4, 8: _tree8, 16: _tree16}[lv.count]
+    return _pick
+
+
 # -- bins ---------------------------------------------------------------------------------------------------
-# idx = searchsorted(s, v, "left") = K − #{j : v <= t_j}.  A NaN compares False everywhere: idx = K.
-# The loops over a tuple t have a constant trip count, so LLVM unrolls them and vectorises the loop over
-# elements around them; past ~8 borders it stops unrolling, so 15 borders are counted as 8 + 7.
-def _below(v, t):
-    c = np.int32(0)
-    for j in range(len(t)):
-        c += np.int32(1) if v <= t[j] else np.int32(0)
-    return c
+# idx = searchsorted(s, v, "left") = #{j : not (v <= t_j)}.  For b <= 4 (K = 2^b − 1 thresholds in a tuple)
+# a branch-free binary search of b steps: the code so far, c (its top bits found), picks the next step's
+# threshold with the same select tree as the backward's level lookup (_pick: one blend per pair), and
+# c = 2c + not(v <= that threshold).  b compares and 2^(b-1) − 1 blends per element instead of K compares
+# and K adds (4 bits: 4 + 11 + 4 operations against 30; measured 0.46 -> 0.31 ms for bin+pack at 2^20).
+# A NaN compares False everywhere, so every step goes up: idx = K, the last bin (searchsorted sorts NaN last).
+def _up(v, s):
+    return np.int32(0) if v <= s else np.int32(1)
 
 
-_below_jit = njit(inline="always")(_below)
+_up_jit = njit(inline="always")(_up)
 
 
-def _count_small(v, t):
-    return np.int32(len(t)) - _below_jit(v, t)
+def _search1(v, t):
+    return _up_jit(v, t[0])
 
 
-def _count_split(v, t):
-    return np.int32(len(t)) - _below_jit(v, t[:8]) - _below_jit(v, t[8:])
+def _search3(v, t):
+    c = _up_jit(v, t[1])
+    return 2 * c + _up_jit(v, _pick(c, (t[0], t[2])))
+
+
+def _search7(v, t):
+    c = _up_jit(v, t[3])
+    c = 2 * c + _up_jit(v, _pick(c, (t[1], t[5])))
+    return 2 * c + _up_jit(v, _pick(c, (t[0], t[2], t[4], t[6])))
+
+
+def _search15(v, t):
+    c = _up_jit(v, t[7])
+    c = 2 * c + _up_jit(v, _pick(c, (t[3], t[11])))
+    c = 2 * c + _up_jit(v, _pick(c, (t[1], t[5], t[9], t[13])))
+    return 2 * c + _up_jit(v, _pick(c, (t[0], t[2], t[4], t[6], t[8], t[10], t[12], t[14])))
 
 
 def _search(v, t):
@@ -121,9 +181,9 @@ def _bin(v, t):
 
 @overload(_bin, inline="always")
 def _bin_impl(v, t):
-    # chosen at compile time from the type of t: a tuple (b <= 4, counted) or an array (b >= 5, searched)
+    # chosen at compile time from the type of t: a tuple of 1, 3, 7 or 15 (b <= 4) or an array (b >= 5)
     if isinstance(t, types.UniTuple):
-        return _count_small if t.count <= 8 else _count_split
+        return {1: _search1, 3: _search3, 7: _search7, 15: _search15}[t.count]
     return _search
 
 
@@ -182,11 +242,42 @@ def _unpack_block(pk, ngroups, width, codes):
         words[g] = _spread(w, b)
 
 
+# 3 bits: the 3-byte groups' byte stores do not vectorise (0.16 ms per 2^20 codes against 0.07 at 4 bits),
+# so eight groups (64 codes, 24 bits each) are joined into three 64-bit words, little end first: exactly the
+# bytes the byte loop writes, as three word stores (0.10 ms; the whole 3-bit forward kernel 0.21 -> 0.18 ms).
+# The blocks' byte offsets (BLOCK/8·3 each) are multiples of 8.  Returns how many groups it did; other widths
+# do none there.  (The same words read back measured slower in the backward, 0.21 -> 0.25 ms: it unpacks bytes.)
+def _pack_words(words, full, width, pk):
+    return 0
+
+
+@overload(_pack_words, inline="always")
+def _pack_words_impl(words, full, width, pk):
+    if width.count != 3:
+        return _pack_words
+    s24, s48, s8, s32, s56, s16, s40 = (np.uint64(k) for k in (24, 48, 8, 32, 56, 16, 40))
+
+    def pack3(words, full, width, pk):
+        m = full // 8
+        out = pk[:24 * m].view(np.uint64)
+        for j in range(m):
+            s0, s1, s2, s3 = _squeeze(words[8 * j], 3), _squeeze(words[8 * j + 1], 3), \
+                _squeeze(words[8 * j + 2], 3), _squeeze(words[8 * j + 3], 3)
+            s4, s5, s6, s7 = _squeeze(words[8 * j + 4], 3), _squeeze(words[8 * j + 5], 3), \
+                _squeeze(words[8 * j + 6], 3), _squeeze(words[8 * j + 7], 3)
+            out[3 * j] = s0 | (s1 << s24) | (s2 << s48)
+            out[3 * j + 1] = (s2 >> s16) | (s3 << s8) | (s4 << s32) | (s5 << s56)
+            out[3 * j + 2] = (s5 >> s8) | (s6 << s16) | (s7 << s40)
+        return 8 * m
+    return pack3
+
+
 # `width` is a tuple of b zeros: b reaches the compiler as a type (UniTuple(int64, b)), not a value, so
 # each bit width is its own compilation with b a constant B.  Then the byte loops unroll to B strided byte
 # accesses, which LLVM vectorises as interleaved stores/loads (measured 5-12x faster than with a runtime
 # b: 0.02-0.1 ns per element).  (numba.literally(bits) would say the same, but its re-typing together with
-# the inlined activation bodies blew up Numba's IR block labels.)  Full groups first, then the short one.
+# the inlined activation bodies blew up Numba's IR block labels.)  Packing: word groups (3 bits), then the
+# full groups left, then the short one; unpacking: full groups, then the short one.
 @overload(_pack_block)
 def _pack_block_impl(codes, ngroups, width, pk):
     B = width.count
@@ -194,7 +285,7 @@ def _pack_block_impl(codes, ngroups, width, pk):
     def pack(codes, ngroups, width, pk):
         words = codes.view(np.uint64)
         full = min(ngroups, pk.size // B)
-        for g in range(full):
+        for g in range(_pack_words(words, full, width, pk), full):
             w = _squeeze(words[g], B)
             for q in range(B):
                 pk[B * g + q] = np.uint8((w >> np.uint64(8 * q)) & np.uint64(0xFF))
@@ -229,61 +320,36 @@ def _unpack_block_impl(pk, ngroups, width, codes):
 # Written on block slices indexed from 0 (xs[i], not x[lo + i]): Numba then knows no index is negative and
 # emits no wraparound test, which is what lets LLVM vectorise the loops.  error_model="numpy": a division
 # (sigmoid's) is not guarded by a ZeroDivisionError branch (measured 3.5x slower for silu).
+# The prange runs over at most CHUNKS chunks of whole blocks, each with one code buffer for all its blocks:
+# a buffer per block (an allocation and, forward, a memset every 2048 elements) cost 0.02-0.03 ms per 2^20
+# elements each way (measured, 1 thread), about a fifth of the 1-bit kernels.
+CHUNKS = 64
+
+
+@njit(inline="always")
+def _chunks(n):
+    """(blocks, blocks per chunk, chunks) for n elements."""
+    nblk = (n + BLOCK - 1) // BLOCK
+    per = max(1, (nblk + CHUNKS - 1) // CHUNKS)
+    return nblk, per, (nblk + per - 1) // per
+
+
 @kernel(error_model="numpy")
 def _fewbit_forward_kernel(x, t, width, packed):
     bits = len(width)
     n = x.size
     nbytes = packed.size
-    for blk in prange((n + BLOCK - 1) // BLOCK):
-        codes = np.zeros(BLOCK, np.uint8)              # the last block's missing codes stay 0
-        lo = blk * BLOCK
-        hi = min(n, lo + BLOCK)
-        _bins(x[lo:hi], t, codes)
-        ng = (hi - lo + 7) // 8
-        _pack_block(codes, ng, width, packed[lo // 8 * bits:min(nbytes, (lo // 8 + ng) * bits)])
-
-
-def _pick(c, lv):
-    """lv[c] for a code c < len(lv): compiled as a select tree for 2, 4 or 8 levels (one vector blend per
-    level pair, branch-free), as a table gather for more (see _pick_impl)."""
-    return lv[c]
-
-
-def _tree2(c, lv):
-    return lv[1] if c & 1 else lv[0]
-
-
-def _tree4(c, lv):
-    lo = lv[1] if c & 1 else lv[0]
-    hi = lv[3] if c & 1 else lv[2]
-    return hi if c & 2 else lo
-
-
-def _tree8(c, lv):
-    a = lv[1] if c & 1 else lv[0]
-    b = lv[3] if c & 1 else lv[2]
-    d = lv[5] if c & 1 else lv[4]
-    e = lv[7] if c & 1 else lv[6]
-    lo = b if c & 2 else a
-    hi = e if c & 2 else d
-    return hi if c & 4 else lo
-
-
-def _tree16(c, lv):
-    lo = _tree8_jit(c, lv[:8])
-    hi = _tree8_jit(c, lv[8:])
-    return hi if c & 8 else lo
-
-
-_tree8_jit = njit(inline="always")(_tree8)
-
-
-@overload(_pick, inline="always")
-def _pick_impl(c, lv):
-    # chosen at compile time from the type of lv: a UniTuple of 2, 4 or 8 levels, or an array
-    if isinstance(lv, types.UniTuple):
-        return {2: _tree2, 4: _tree4, 8: _tree8, 16: _tree16}[lv.count]
-    return _pick
+    nblk, per, nch = _chunks(n)
+    for ch in prange(nch):
+        codes = np.empty(BLOCK, np.uint8)
+        for blk in range(ch * per, min(nblk, ch * per + per)):
+            lo = blk * BLOCK
+            hi = min(n, lo + BLOCK)
+            if hi - lo < BLOCK:
+                codes[:] = 0                           # the last block's missing codes pack as 0
+            _bins(x[lo:hi], t, codes)
+            ng = (hi - lo + 7) // 8
+            _pack_block(codes, ng, width, packed[lo // 8 * bits:min(nbytes, (lo // 8 + ng) * bits)])
 
 
 @kernel(error_model="numpy")
@@ -291,15 +357,17 @@ def _fewbit_backward_kernel(packed, lv, width, y_bar, x_bar):
     bits = len(width)
     n = y_bar.size
     nbytes = (n * bits + 7) // 8
-    for blk in prange((n + BLOCK - 1) // BLOCK):
+    nblk, per, nch = _chunks(n)
+    for ch in prange(nch):
         codes = np.empty(BLOCK, np.uint8)
-        lo = blk * BLOCK
-        hi = min(n, lo + BLOCK)
-        ng = (hi - lo + 7) // 8
-        _unpack_block(packed[lo // 8 * bits:min(nbytes, (lo // 8 + ng) * bits)], ng, width, codes)
-        gs, xb = y_bar[lo:hi], x_bar[lo:hi]
-        for i in range(gs.size):
-            xb[i] = _pick(codes[i], lv) * gs[i]
+        for blk in range(ch * per, min(nblk, ch * per + per)):
+            lo = blk * BLOCK
+            hi = min(n, lo + BLOCK)
+            ng = (hi - lo + 7) // 8
+            _unpack_block(packed[lo // 8 * bits:min(nbytes, (lo // 8 + ng) * bits)], ng, width, codes)
+            gs, xb = y_bar[lo:hi], x_bar[lo:hi]
+            for i in range(gs.size):
+                xb[i] = _pick(codes[i], lv) * gs[i]
 
 
 def _as_tuple(a):

@@ -1,6 +1,7 @@
 """The quantised primitives (tinymoon/fewbit/quantized.py) and the tensor functions (functional.py).
 
-- backward is exactly levels[idx] · ȳ (bitwise), float32 and float64, both kernel implementations;
+- backward is exactly levels[idx] · ȳ (bitwise), float32 and float64, both kernel implementations; relu's and
+  leaky_relu's is the exact primitive's (bitwise);
 - the saved bytes of one activation are exactly ceil(n·b/8), read from tinymoon.memory;
 - check_grads: the adjoint identity (jvp vs vjp) and the inverse identities on the surrogate; finite
   differences too for the exact piecewise-linear family;
@@ -68,15 +69,28 @@ def test_backward_bitwise_wide_tables(bits):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", piecewise_names())
 def test_piecewise_backward_is_the_exact_mask(name, dtype, impl):
+    # relu and leaky_relu keep the exact primitive's sign mask and take its backward: their gradient is the
+    # exact primitive's bit for bit (relu: exactly +0 off the mask, also where ȳ = ±inf, as PyTorch), and
+    # equal in value to levels[code]·ȳ wherever that is a number; the others are levels[code]·ȳ bitwise
     act = activation(name)
     for params in ({}, NONDEFAULT.get(name)):
         if params is None:
             continue
         x, y_bar = _x(5003, dtype), _x(5003, dtype, seed=1, scale=1.0)
-        with kernels.use(impl):
+        y_bar[10:13] = [np.inf, -np.inf, np.nan]
+        x[10:13] = -1.0                                   # off the mask
+        with kernels.use(impl), np.errstate(invalid="ignore"):     # 0·inf in levels[code]·ȳ is NaN
             got = _grad(lambda t: fb.activate(name, t, **params), x, y_bar)
-        want = act.code_levels(**params).astype(dtype)[act.code(x, **params)] * y_bar
-        assert np.array_equal(_bits(got), _bits(want))
+            want = act.code_levels(**params).astype(dtype)[act.code(x, **params)] * y_bar
+        if name in ("relu", "leaky_relu"):
+            exact = _grad(lambda t: getattr(tm, name)(t, **params), x, y_bar)
+            assert np.array_equal(_bits(got), _bits(exact)), (name, params)
+            assert np.array_equal(got, want, equal_nan=True) if params else \
+                np.array_equal(np.delete(got, [10, 11, 12]), np.delete(want, [10, 11, 12]))
+            if name == "relu":
+                assert np.array_equal(_bits(got[10:13]), _bits(np.zeros(3, dtype)))    # +0, not 0·inf
+        else:
+            assert np.array_equal(_bits(got), _bits(want))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -162,3 +162,35 @@ def test_swar_squeeze_and_spread_are_inverse(bits):
         s = F._squeeze.py_func(np.uint64(w), bits)
         assert int(s).to_bytes(8, "little")[:bits] == packed[g * bits:(g + 1) * bits].tobytes()
         assert F._spread.py_func(s, bits) == w
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+def test_tree_search_with_tied_borders(bits):
+    # the b-step search (b <= 4) against searchsorted(side="left") when borders repeat: all equal, ties at
+    # both ends, x on and beside every border, NaN and ±inf
+    K_ = 2 ** bits - 1
+    rng = np.random.default_rng(bits)
+    tables = [np.zeros(K_), np.sort(np.round(rng.standard_normal(K_), 1)),
+              np.concatenate([np.full(K_ // 2, -1.0), np.full(K_ - K_ // 2, 2.0)])]
+    for borders in tables:
+        for dtype in (np.float32, np.float64):
+            t = borders.astype(dtype)
+            x = np.concatenate([t, np.nextafter(t, dtype(np.inf)), np.nextafter(t, dtype(-np.inf)),
+                                [np.nan, np.inf, -np.inf, 0.0, -0.0], rng.standard_normal(3000)]).astype(dtype)
+            idx = np.searchsorted(borders, x.astype(np.float64))
+            _, packed = F.fewbit_forward_numba("gelu", x, borders, bits)
+            assert np.array_equal(packed, K.pack_bins(idx, bits)), (bits, borders, dtype)
+
+
+def test_three_bit_word_path_matches_the_byte_layout():
+    # 3 bits packs eight groups (64 codes) into three 64-bit words; the bytes must be the layout's, for
+    # every count of whole word groups, leftover groups and a short last group
+    rng = np.random.default_rng(3)
+    for n in (63, 64, 65, 127, 128, 129, 2048 + 64 * 3 + 17):
+        codes = rng.integers(0, 8, n).astype(np.uint8)
+        borders = np.arange(7) + 0.5
+        _, packed = F.fewbit_forward_numba("elu", codes.astype(np.float32), borders, 3)
+        assert np.array_equal(packed, K.pack_bins(codes, 3)), n
+        lv = np.arange(8.0)
+        got = F.fewbit_backward_numba(packed, lv, 3, np.ones(n, np.float32))
+        assert np.array_equal(got, codes.astype(np.float32)), n
