@@ -22,6 +22,7 @@ Public API (the ops layer calls exactly these):
 """
 import numpy as np
 
+from . import numba_cache  # noqa: F401  first: every cached kernel below is stamped with the package's hash
 from . import blas, dispatch, pointwise
 from .bitpack import VALID_BITS, check_bits, check_packed, nbytes_for
 from .conv import conv_params
