@@ -58,7 +58,11 @@ _FUNC = {"act_forward": "act"}  # act_forward's implementations are called act_<
 #    nothing at small sizes either (its NumPy passes cost tens of µs).  Pooling: the one-pass Numba kernels.
 #    Both are threads.Kernel: serial below the pool's break-even work, parallel above, so no threshold here.
 #  - relu mask / masked_grad: threads.Kernel too (a serial call costs ~0.2 µs, less than NumPy's passes).
-#  - act_forward, pack_bins: plain parallel kernels, which win (1.5-7.6x) once the array amortises
+#  - act_forward: a threads.Kernel (serial below 512 elements, then the parallel compilation on one thread,
+#    where the bodies vectorise, up to the pool's break-even): faster than NumPy's passes at every size for
+#    the compiled bodies (2 threads available: gelu 5.2 vs 14.5 µs at 16 elements, 12.6 vs 62 at 2048; tanh,
+#    whose value both take from np.tanh, 3.5 vs 2.5 µs at 16 for an f' from x that keeps its digits).
+#  - pack_bins: plain parallel kernels, which win (1.5-7.6x) once the array amortises
 #    the pool's launch; that launch costs ~4x more under the workqueue layer than under OpenMP, so the
 #    threshold is scaled by LAUNCH_SCALE (see _rescale).  Plain masks: np.packbits/unpackbits (SIMD) win.
 CPU_CHOICE = {
@@ -75,8 +79,7 @@ CPU_CHOICE = {
     "unpack_bits": ("reference", 0),
     "pack_bins": ("numba", 1 << 12),
     "unpack_bins": ("numba", 1 << 12),
-    "act_forward": ("numba", 1 << 11),   # vectorised float32 bodies: even with a ~17 µs launch, Numba's pass
-                                         # ties NumPy's at 2^11 (sigmoid) and wins 2x (gelu); 7x at 2^14
+    "act_forward": ("numba", 0),
     "relu_mask_forward": ("numba", 0),
     "masked_grad": ("numba", 0),
     "fewbit_forward": ("numba", 0),      # threads.Kernel (serial when small): faster than the reference at

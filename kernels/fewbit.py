@@ -375,18 +375,37 @@ def _as_tuple(a):
     return tuple(a.tolist()) if a.dtype == np.float64 else tuple(a.dtype.type(v) for v in a.tolist())
 
 
+# The kernels' table arguments, made once per distinct table and dtype: thresholds and the tuples cost
+# ~7 µs a call (as much as the kernels themselves at 4096 elements).  Keyed by content (a table's arrays may
+# be edited in place); bounded like pointwise's parsed parameters.
+_args = {}
+_ARGS_MAX = 256
+
+
+def _table_arg(kind, values, dtype, bits):
+    dtype = np.dtype(dtype)
+    values = np.asarray(values)
+    key = (kind, values.dtype.str, values.tobytes(), dtype.str)
+    arg = _args.get(key)
+    if arg is None:
+        a = thresholds(values, dtype) if kind == "t" else values.astype(dtype)
+        arg = _as_tuple(a) if bits <= 4 else a
+        if len(_args) >= _ARGS_MAX:
+            _args.clear()
+        _args[key] = arg
+    return arg
+
+
 def fewbit_forward_numba(name, x, borders, bits, **params):
     xf = np.ascontiguousarray(x).reshape(-1)
     y = act_value_numba(name, xf, **params)                    # checks the name and parameters too
     packed = np.empty(nbytes_for(xf.size, bits), np.uint8)
-    t = thresholds(borders, xf.dtype)
-    _fewbit_forward_kernel(xf, _as_tuple(t) if bits <= 4 else t, (0,) * bits, packed)
+    _fewbit_forward_kernel(xf, _table_arg("t", borders, xf.dtype, bits), (0,) * bits, packed)
     return y.reshape(x.shape), packed
 
 
 def fewbit_backward_numba(packed, levels, bits, y_bar):
     g = np.ascontiguousarray(y_bar).reshape(-1)
     out = np.empty_like(g)
-    lv = np.asarray(levels).astype(y_bar.dtype)
-    _fewbit_backward_kernel(packed.reshape(-1), _as_tuple(lv) if bits <= 4 else lv, (0,) * bits, g, out)
+    _fewbit_backward_kernel(packed.reshape(-1), _table_arg("l", levels, y_bar.dtype, bits), (0,) * bits, g, out)
     return out.reshape(y_bar.shape)

@@ -15,7 +15,7 @@ once, outside the element loops.  tanh is the exception: see act_numba.
 
 float32 bodies take their exp / expm1 / log1p / Φ from vecmath.py (polynomials Numba vectorises; float64
 keeps libm), and are held to float64 in ulps by tests/kernels/test_vecmath.py (bounds: docs/kernels.md).
-Numba's disk cache keys _act_kernel on this file only: after editing vecmath.py, touch this file.
+The kernels' disk cache is stamped with the whole package (numba_cache.py): editing vecmath.py recompiles them.
 """
 import math
 
@@ -244,7 +244,9 @@ def _act(code, x, k):
     return _softplus(x, k)
 
 
-@njit(parallel=True, cache=True, fastmath=CONTRACT)   # contract: a·b + c as one FMA (vecmath.CONTRACT)
+# contract: a·b + c as one FMA (vecmath.CONTRACT).  Small arrays: the parallel compilation on one thread, where
+# the bodies vectorise (threads.Kernel; GELU at 4096 float32 elements 4-8 µs against 39 µs in the serial loop).
+@kernel(fastmath=CONTRACT, small="one thread")
 def _act_kernel(code, x, k, y, d):
     # The activation branch sits outside the loops: each loop body is straight-line code the compiler can
     # vectorise (relu, leaky relu) and that never re-tests `code` per element (measured ~6x on relu).
@@ -275,17 +277,13 @@ def _act_kernel(code, x, k, y, d):
             y[i], d[i] = _softplus(x[i], k)
 
 
-# From this many elements act_value_numba runs _act_value_kernel's parallel compilation (even on one thread),
-# below it the serial one, whose pool-free call is cheaper for small arrays.
-VALUE_PARALLEL_MIN = 1 << 14
-
-
-@kernel(fastmath=CONTRACT)   # the flags of _act_kernel: its y bit for bit
+@kernel(fastmath=CONTRACT, small="one thread")   # the flags of _act_kernel: its y bit for bit
 def _act_value_kernel(code, x, k, y):
     # y = f(x) alone, for a caller that keeps no f' (the few-bit forward): the derivative half of each body is
-    # dead code. Large arrays take the parallel compilation even on one thread: its gufunc marks the arrays
-    # noalias, which is what lets LLVM vectorise the bodies (the serial compilation of this loop runs scalar:
-    # GELU at 2^20 float32, 1 thread, 10.2 ms against 0.65 ms, measured).
+    # dead code. Below the pool's break-even the parallel compilation runs on one thread: its gufunc marks the
+    # arrays noalias, which is what lets LLVM vectorise the bodies (the serial compilation of this loop runs
+    # scalar: GELU at 2^20 float32, 1 thread, 10.2 ms against 0.65 ms, measured); the serial twin only below
+    # threads.ONE_THREAD_MIN elements.
     n = x.size
     if code == 0:
         for i in prange(n):
@@ -310,7 +308,7 @@ def _act_value_kernel(code, x, k, y):
             y[i] = _softplus(x[i], k)[0]
 
 
-@njit(parallel=True, cache=True, fastmath=CONTRACT)
+@kernel(fastmath=CONTRACT, small="one thread")
 def _tanh_grad_float32_kernel(x, k, d):
     # tanh'(x) = 1 − tanh² = 4 σ(2x)(1 − σ(2x)): from x, not from the rounded y, whose 1 − y² loses every
     # digit for |x| >~ 4.5 (and is 0 beyond 9.01, where tanh' is 6e-8); 2x is exact (inf beyond 1.7e38: 0)
@@ -319,7 +317,7 @@ def _tanh_grad_float32_kernel(x, k, d):
         d[i] = (k[3] * k[3]) * (s * s1)
 
 
-@njit(parallel=True, cache=True)
+@kernel
 def _tanh_grad_kernel(y, one, d):
     for i in prange(y.size):
         d[i] = one - y[i] * y[i]  # tanh' = 1 − tanh²
@@ -399,15 +397,13 @@ def act_numba(name, x, **params):
 
 
 def act_value_numba(name, x, **params):
-    """act_numba's y alone (bit for bit), flat: tanh's from np.tanh, the others from _act_value_kernel
-    (see VALUE_PARALLEL_MIN)."""
+    """act_numba's y alone (bit for bit), flat: tanh's from np.tanh, the others from _act_value_kernel."""
     code, p = parse_activation(name, params)
     xf = np.ascontiguousarray(x).reshape(-1)
     if name == "tanh":
         return np.tanh(xf)
     y = np.empty_like(xf)
-    run = _act_value_kernel.parallel if xf.size >= VALUE_PARALLEL_MIN else _act_value_kernel.serial
-    run(code, xf, _constants(x.dtype, name, p), y)
+    _act_value_kernel(code, xf, _constants(x.dtype, name, p), y)
     return y
 
 

@@ -8,6 +8,12 @@ with workqueue on the busy 2-core machine (`python -m tinymoon.bench kernels --s
 workqueue.  `Kernel` compiles both versions of one function (the serial one is the same code with prange
 read as range) and picks per call by the size of its largest array argument (or an explicit `work=`).
 
+Below the pool's break-even a kernel may ask for its parallel compilation on the calling thread alone
+(`small="one thread"`) instead of the serial twin: Numba's parallel compilation runs the loop in a gufunc whose
+array arguments are marked noalias, and only there does LLVM vectorise a long loop body (the activation
+bodies: GELU at 4096 float32 elements 39 µs serial, 4–8 µs on one thread of the parallel compilation).
+Setting the thread count costs ~2.3 µs a call, so below ONE_THREAD_MIN elements the serial twin still runs.
+
 The serial twin is a copy of the function under another qualified name, so Numba's on-disk cache keeps the
 two compilations apart (the cache is keyed by file and qualified name, not by the `parallel` flag).
 """
@@ -22,6 +28,9 @@ PARALLEL_MIN_WORK = {"omp": 1 << 15, "tbb": 1 << 15, "workqueue": 1 << 17}
 
 
 _SERIAL_BELOW = min(PARALLEL_MIN_WORK.values())
+
+# small="one thread": from this many elements the one-thread parallel compilation, below it the serial twin
+ONE_THREAD_MIN = 1 << 9
 
 
 def parallel_min_work():
@@ -43,12 +52,16 @@ def _largest(args):
 class Kernel:
     """`@Kernel` on a function written with prange: `k(*arrays)` runs the parallel compilation when the
     largest array has at least parallel_min_work() elements (or `k(..., work=n)`: n units of the caller's
-    choosing) and more than one thread is available; the serial compilation otherwise."""
+    choosing) and more than one thread is available; below that the serial compilation, or with
+    small="one thread" (from ONE_THREAD_MIN elements) the parallel compilation on the calling thread alone."""
 
-    def __init__(self, fn, cache=True, **options):
+    def __init__(self, fn, cache=True, small="serial", **options):
+        if small not in ("serial", "one thread"):
+            raise ValueError(f"Kernel {fn.__name__}: small must be 'serial' or 'one thread', got {small!r}")
         self.py_func = fn
         self.__name__, self.__qualname__, self.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
         self.__module__ = fn.__module__
+        self.small = small
         self.parallel = njit(parallel=True, cache=cache, **options)(fn)
         twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__,
                                   fn.__closure__)
@@ -61,16 +74,31 @@ class Kernel:
         _first_launch()             # numba.get_num_threads() starts the pool: its threading layer is chosen first
         return numba.get_num_threads() > 1
 
+    def one_thread(self, *args):
+        """The parallel compilation on the calling thread alone (Numba's thread count is per calling thread;
+        restored afterwards, also when the kernel raises)."""
+        _first_launch()
+        k = numba.get_num_threads()
+        if k == 1:
+            return self.parallel(*args)
+        numba.set_num_threads(1)
+        try:
+            return self.parallel(*args)
+        finally:
+            numba.set_num_threads(k)
+
     def pick(self, work):
         """(the compiled function to run for this much work, the threads it will use)."""
         if self.chooses_parallel(work):
             return self.parallel, numba.get_num_threads()
+        if self.small == "one thread" and work >= ONE_THREAD_MIN:
+            return self.one_thread, 1
         return self.serial, 1
 
     def __call__(self, *args, work=None):
         n = _largest(args) if work is None else work
-        if n < _SERIAL_BELOW:            # below every layer's threshold: serial, without asking Numba (~0.6 µs)
-            return self.serial(*args)
+        if n < ONE_THREAD_MIN or (n < _SERIAL_BELOW and self.small == "serial"):
+            return self.serial(*args)    # below every layer's threshold: serial, without asking Numba (~0.6 µs)
         return self.pick(n)[0](*args)
 
 

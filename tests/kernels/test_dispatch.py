@@ -12,19 +12,19 @@ def test_available_impls_on_this_machine():
 
 
 def test_precedence_context_over_set_impl_over_env(monkeypatch):
-    x = np.ones(4, np.float32)
-    assert dispatch.choose("act_forward", x) == "reference"  # small: reference by default
+    x = np.zeros(4, np.uint8)
+    assert dispatch.choose("pack_bins", x) == "reference"  # small: reference by default
     monkeypatch.setenv("TINYMOON_KERNELS", "numba")
-    assert dispatch.choose("act_forward", x) == "numba"
+    assert dispatch.choose("pack_bins", x) == "numba"
     K.set_impl("reference")
-    assert dispatch.choose("act_forward", x) == "reference"
+    assert dispatch.choose("pack_bins", x) == "reference"
     with K.use("numba"):
-        assert dispatch.choose("act_forward", x) == "numba"
+        assert dispatch.choose("pack_bins", x) == "numba"
         with K.use(None):  # None inside use(): no context forcing, falls through to set_impl
-            assert dispatch.choose("act_forward", x) == "reference"
-    assert dispatch.choose("act_forward", x) == "reference"
+            assert dispatch.choose("pack_bins", x) == "reference"
+    assert dispatch.choose("pack_bins", x) == "reference"
     K.set_impl(None)
-    assert dispatch.choose("act_forward", x) == "numba"
+    assert dispatch.choose("pack_bins", x) == "numba"
 
 
 def test_forced_impl_actually_runs(monkeypatch):
@@ -112,12 +112,39 @@ def test_thresholds_follow_the_threading_layer(monkeypatch):
     for layer, scale in (("omp", 1), ("workqueue", dispatch.LAUNCH_SCALE["workqueue"])):
         monkeypatch.setattr(config, "THREADING_LAYER", layer)
         dispatch._rescale()
-        impl, n = dispatch.CPU_CHOICE["act_forward"]
-        assert dispatch._cpu["act_forward"] == (impl, n * scale)
-        assert dispatch.choose("act_forward", np.ones(n * scale, np.float32)) == "numba"
-        assert dispatch.choose("act_forward", np.ones(n * scale - 1, np.float32)) == "reference"
+        impl, n = dispatch.CPU_CHOICE["pack_bins"]
+        assert dispatch._cpu["pack_bins"] == (impl, n * scale)
+        assert dispatch.choose("pack_bins", np.ones(n * scale, np.uint8)) == "numba"
+        assert dispatch.choose("pack_bins", np.ones(n * scale - 1, np.uint8)) == "reference"
     monkeypatch.undo()
     dispatch._rescale()
+
+
+def test_kernel_small_on_one_thread(monkeypatch):
+    """small="one thread": the parallel compilation with Numba's thread count at 1 for the call (restored
+    afterwards, also when the kernel raises), from ONE_THREAD_MIN elements; the serial twin below."""
+    import numba
+    from numba import prange
+
+    from tinymoon.kernels import threads
+
+    def seen(a, out):
+        for i in prange(a.size):
+            out[i] = numba.get_num_threads() + 0 * a[i]
+        if a[0] < 0:
+            raise ValueError("negative first element")
+    k = threads.Kernel(seen, cache=False, small="one thread")
+    mid = np.ones(threads.ONE_THREAD_MIN)
+    assert k.pick(mid.size) == (k.one_thread, 1) and k.pick(mid.size - 1) == (k.serial, 1)
+    before = numba.get_num_threads()
+    out = np.zeros_like(mid)
+    k(mid, out)
+    assert (out == 1).all() and numba.get_num_threads() == before
+    with pytest.raises(ValueError, match="negative"):
+        k(-mid, out)
+    assert numba.get_num_threads() == before
+    with pytest.raises(ValueError, match="small must be"):
+        threads.Kernel(seen, small="vectorised")
 
 
 def test_kernel_runs_serial_below_its_threshold_and_parallel_above(monkeypatch):

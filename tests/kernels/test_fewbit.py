@@ -79,7 +79,7 @@ def _cases(n, bits, dtype, seed):
 
 def _value(name, x):
     """The value the fused kernel must give, bit for bit: the exact kernel's own (pointwise.act_numba's y; its
-    np.tanh for tanh). Sizes below and above pointwise.VALUE_PARALLEL_MIN take the value kernel's two
+    np.tanh for tanh). Sizes below and above threads.ONE_THREAD_MIN take the value kernel's two
     compilations."""
     return __import__("tinymoon.kernels.pointwise", fromlist=["act_numba"]).act_numba(name, x)[0]
 
