@@ -246,7 +246,9 @@ def _act(code, x, k):
 
 # contract: a·b + c as one FMA (vecmath.CONTRACT).  Small arrays: the parallel compilation on one thread, where
 # the bodies vectorise (threads.Kernel; GELU at 4096 float32 elements 4-8 µs against 39 µs in the serial loop).
-@kernel(fastmath=CONTRACT, small="one thread")
+# saves_ns (here and on the other kernels of this file and fewbit.py): what two threads save per float32 element
+# over one at 2^21-2^22 elements (measured, 2 cores); threads.Kernel starts the pool where that pays its launch.
+@kernel(fastmath=CONTRACT, small="one thread", saves_ns=0.25)
 def _act_kernel(code, x, k, y, d):
     # The activation branch sits outside the loops: each loop body is straight-line code the compiler can
     # vectorise (relu, leaky relu) and that never re-tests `code` per element (measured ~6x on relu).
@@ -277,7 +279,7 @@ def _act_kernel(code, x, k, y, d):
             y[i], d[i] = _softplus(x[i], k)
 
 
-@kernel(fastmath=CONTRACT, small="one thread")   # the flags of _act_kernel: its y bit for bit
+@kernel(fastmath=CONTRACT, small="one thread", saves_ns=0.25)   # _act_kernel's flags: its y bit for bit
 def _act_value_kernel(code, x, k, y):
     # y = f(x) alone, for a caller that keeps no f' (the few-bit forward): the derivative half of each body is
     # dead code. Below the pool's break-even the parallel compilation runs on one thread: its gufunc marks the
@@ -308,7 +310,7 @@ def _act_value_kernel(code, x, k, y):
             y[i] = _softplus(x[i], k)[0]
 
 
-@kernel(fastmath=CONTRACT, small="one thread")
+@kernel(fastmath=CONTRACT, small="one thread", saves_ns=0.2)
 def _tanh_grad_float32_kernel(x, k, d):
     # tanh'(x) = 1 − tanh² = 4 σ(2x)(1 − σ(2x)): from x, not from the rounded y, whose 1 − y² loses every
     # digit for |x| >~ 4.5 (and is 0 beyond 9.01, where tanh' is 6e-8); 2x is exact (inf beyond 1.7e38: 0)
@@ -317,7 +319,7 @@ def _tanh_grad_float32_kernel(x, k, d):
         d[i] = (k[3] * k[3]) * (s * s1)
 
 
-@kernel
+@kernel(saves_ns=0.3)
 def _tanh_grad_kernel(y, one, d):
     for i in prange(y.size):
         d[i] = one - y[i] * y[i]  # tanh' = 1 − tanh²
@@ -337,44 +339,68 @@ def _masked_value(g, bit, slope, zero):
     return g if bit else (zero if slope == zero else slope * g)
 
 
-@kernel     # serial below threads.parallel_min_work(), the pool above it
-def _relu_mask_kernel(x, slope, y, packed):
-    # One byte (8 elements) per iteration: no two iterations write the same byte. The full bytes run a fixed
-    # 8-step inner loop (which the compiler unrolls and vectorises: 2x faster than a variable trip count), the
-    # last partial byte runs once after them.
-    n = x.size
+# The relu mask kernels run over chunks of whole bytes, each chunk a serial loop on slices indexed from 0.
+# A prange straight over the bytes (x[8 * k + t] with k the parallel index) compiled to scalar code in the
+# parallel version: 2^20 float32, relu_mask 527 µs on one thread against 114 µs serial (masked_grad 301 vs 99,
+# measured), so the pool lost to one thread at every size.  Chunked, both compilations run the same loop.
+MASK_CHUNK = 1 << 14        # elements per chunk (a multiple of 8: every chunk writes whole bytes of its own)
+
+
+@njit(inline="always")
+def _relu_mask_chunk(xs, slope, ys, pk):
+    # One byte (8 elements) per iteration: the full bytes run a fixed 8-step inner loop (unrolled and
+    # vectorised: 2x faster than a variable trip count), the last partial byte runs once after them.
+    n = xs.size
     zero = slope - slope
     full = n // 8
-    for k in prange(full):
+    for k in range(full):
         v = 0
         for t in range(8):
-            xi = x[8 * k + t]
-            y[8 * k + t] = _relu_value(xi, slope, zero)
+            xi = xs[8 * k + t]
+            ys[8 * k + t] = _relu_value(xi, slope, zero)
             v |= (xi > zero) << t
-        packed[k] = v
-    if full < packed.size:
+        pk[k] = v
+    if full < pk.size:
         v = 0
         for t in range(n - 8 * full):
-            xi = x[8 * full + t]
-            y[8 * full + t] = _relu_value(xi, slope, zero)
+            xi = xs[8 * full + t]
+            ys[8 * full + t] = _relu_value(xi, slope, zero)
             v |= (xi > zero) << t
-        packed[full] = v
+        pk[full] = v
 
 
-@kernel     # serial below threads.parallel_min_work(), the pool above it
-def _masked_grad_kernel(packed, y_bar, slope, x_bar):
+@njit(inline="always")
+def _masked_grad_chunk(pk, gs, slope, xb):
     # x̄ = ȳ where the bit is set (x > 0), slope·ȳ elsewhere; full bytes with a fixed inner loop, then the tail.
-    n = y_bar.size
+    n = gs.size
     zero = slope - slope
     full = n // 8
-    for k in prange(full):
-        v = packed[k]
+    for k in range(full):
+        v = pk[k]
         for t in range(8):
-            x_bar[8 * k + t] = _masked_value(y_bar[8 * k + t], (v >> t) & 1, slope, zero)
+            xb[8 * k + t] = _masked_value(gs[8 * k + t], (v >> t) & 1, slope, zero)
     if 8 * full < n:
-        v = packed[full]
+        v = pk[full]
         for t in range(n - 8 * full):
-            x_bar[8 * full + t] = _masked_value(y_bar[8 * full + t], (v >> t) & 1, slope, zero)
+            xb[8 * full + t] = _masked_value(gs[8 * full + t], (v >> t) & 1, slope, zero)
+
+
+@kernel(saves_ns=0.05)     # serial below the measured break-even (threads.py), the pool above it
+def _relu_mask_kernel(x, slope, y, packed):
+    n = x.size
+    for c in prange((n + MASK_CHUNK - 1) // MASK_CHUNK):
+        lo = c * MASK_CHUNK
+        hi = min(n, lo + MASK_CHUNK)
+        _relu_mask_chunk(x[lo:hi], slope, y[lo:hi], packed[lo // 8:(hi + 7) // 8])
+
+
+@kernel(saves_ns=0.03)     # serial below the measured break-even (threads.py), the pool above it
+def _masked_grad_kernel(packed, y_bar, slope, x_bar):
+    n = y_bar.size
+    for c in prange((n + MASK_CHUNK - 1) // MASK_CHUNK):
+        lo = c * MASK_CHUNK
+        hi = min(n, lo + MASK_CHUNK)
+        _masked_grad_chunk(packed[lo // 8:(hi + 7) // 8], y_bar[lo:hi], slope, x_bar[lo:hi])
 
 
 def act_numba(name, x, **params):

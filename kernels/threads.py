@@ -1,12 +1,22 @@
 """Parallel or serial: a Numba kernel that runs on the thread pool only when the work pays for the launch.
 
 A parallel Numba launch wakes the pool and waits for it: measured 6–8 µs with the OpenMP layer and 40–50 µs
-with workqueue on the busy 2-core machine (`python -m tinymoon.bench kernels --sections launch`), against
-0.15–0.2 µs for a serial compiled call.  On 2 cores the pool at best halves the work, so it pays once
+with workqueue on the busy 2-core machine (`python -m tinymoon.bench kernels --sections launch`; on another
+day the same VM paid 38–62 µs under OpenMP), against 0.15–0.2 µs for a serial compiled call.  On 2 cores the pool at best halves the work, so it pays once
   work · t / 2 + launch < work · t,   i.e.  work > 2 · launch / t
 — with t ≈ 0.5–1 ns per element of a memory-bound kernel, about 2^15 elements under OpenMP and 2^17 under
 workqueue.  `Kernel` compiles both versions of one function (the serial one is the same code with prange
 read as range) and picks per call by the size of its largest array argument (or an explicit `work=`).
+
+That fixed threshold suits kernels doing ~1 ns of work per element.  A cheap elementwise pass (an activation,
+a bit mask: 0.1–0.7 ns per element, memory-bound, so two threads do not halve it) declares instead what the pool
+saves per element over one thread, measured on large arrays (`Kernel(saves_ns=s)`), and gets its break-even
+from the launch this process actually pays, measured once (`launch_us()`: the best of a few launches of an
+empty kernel): the pool runs once work · s > launch.  On the 2-core machine under OpenMP with
+OMP_WAIT_POLICY=PASSIVE a launch costs ~40–60 µs, and that rule puts the pool where one thread stops beating
+two: GELU's pass from ~2^17.5 elements, the relu mask kernels from ~2^20 (at 2^15, where the fixed threshold
+put them, the pool made masked_grad 9× slower).  These kernels give the same bits on any number of threads,
+so a threshold that follows the machine changes their speed only.
 
 Below the pool's break-even a kernel may ask for its parallel compilation on the calling thread alone
 (`small="one thread"`) instead of the serial twin: Numba's parallel compilation runs the loop in a gufunc whose
@@ -17,11 +27,13 @@ Setting the thread count costs ~2.3 µs a call, so below ONE_THREAD_MIN elements
 The serial twin is a copy of the function under another qualified name, so Numba's on-disk cache keeps the
 two compilations apart (the cache is keyed by file and qualified name, not by the `parallel` flag).
 """
+import math
+import time
 import types
 
 import numba
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 # work (elements) from which the pool pays, per threading layer: see the module docstring
 PARALLEL_MIN_WORK = {"omp": 1 << 15, "tbb": 1 << 15, "workqueue": 1 << 17}
@@ -41,6 +53,32 @@ def parallel_min_work():
     return PARALLEL_MIN_WORK[layer]
 
 
+_launch_us = {}
+
+
+@njit(parallel=True, cache=True)
+def _empty_launch(a):
+    for i in prange(a.size):
+        a[i] += 1.0
+
+
+def launch_us():
+    """What one launch of the pool costs this process at its current thread count, in µs: the best of
+    seven launches of an empty kernel after a warm-up, measured once per thread count."""
+    _first_launch()
+    p = numba.get_num_threads()
+    if p not in _launch_us:
+        a = np.zeros(p)
+        _empty_launch(a)
+        best = math.inf
+        for _ in range(7):
+            t0 = time.perf_counter()
+            _empty_launch(a)
+            best = min(best, time.perf_counter() - t0)
+        _launch_us[p] = best * 1e6
+    return _launch_us[p]
+
+
 def _largest(args):
     n = 0
     for a in args:
@@ -53,11 +91,15 @@ class Kernel:
     """`@Kernel` on a function written with prange: `k(*arrays)` runs the parallel compilation when the
     largest array has at least parallel_min_work() elements (or `k(..., work=n)`: n units of the caller's
     choosing) and more than one thread is available; below that the serial compilation, or with
-    small="one thread" (from ONE_THREAD_MIN elements) the parallel compilation on the calling thread alone."""
+    small="one thread" (from ONE_THREAD_MIN elements) the parallel compilation on the calling thread alone.
+    saves_ns=s: the pool from the measured break-even launch_us() / s instead (never below parallel_min_work())."""
 
-    def __init__(self, fn, cache=True, small="serial", **options):
+    def __init__(self, fn, cache=True, small="serial", saves_ns=None, **options):
         if small not in ("serial", "one thread"):
             raise ValueError(f"Kernel {fn.__name__}: small must be 'serial' or 'one thread', got {small!r}")
+        if saves_ns is not None and not saves_ns > 0:
+            raise ValueError(f"Kernel {fn.__name__}: saves_ns must be > 0, got {saves_ns!r}")
+        self.saves_ns = saves_ns
         self.py_func = fn
         self.__name__, self.__qualname__, self.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
         self.__module__ = fn.__module__
@@ -72,7 +114,14 @@ class Kernel:
         if work < parallel_min_work():
             return False
         _first_launch()             # numba.get_num_threads() starts the pool: its threading layer is chosen first
-        return numba.get_num_threads() > 1
+        p = numba.get_num_threads()
+        if p < 2:
+            return False
+        return self.saves_ns is None or work >= self.break_even()
+
+    def break_even(self):
+        """The work from which the pool beats one thread: work · saves_ns > launch."""
+        return launch_us() * 1e3 / self.saves_ns
 
     def one_thread(self, *args):
         """The parallel compilation on the calling thread alone (Numba's thread count is per calling thread;

@@ -168,6 +168,29 @@ def test_kernel_runs_serial_below_its_threshold_and_parallel_above(monkeypatch):
     assert k.pick(big.size)[0] is k.serial
 
 
+def test_kernel_with_saves_ns_starts_the_pool_where_it_pays_its_measured_launch(monkeypatch):
+    """saves_ns=s: the pool from launch_us()·1000/s elements (never below parallel_min_work()); launch_us() is
+    a real measurement, positive and finite, made once per thread count."""
+    from numba import prange
+
+    from tinymoon.kernels import threads
+
+    def double(a, b):
+        for i in prange(a.size):
+            b[i] = 2 * a[i]
+    launch = threads.launch_us()
+    assert 0 < launch < 1e5 and threads.launch_us() == launch
+    k = threads.Kernel(double, cache=False, saves_ns=0.05)
+    monkeypatch.setattr(threads, "launch_us", lambda: 40.0)             # 40 µs / 0.05 ns = 800 000 elements
+    monkeypatch.setattr(threads.numba, "get_num_threads", lambda: 2)
+    assert k.break_even() == pytest.approx(800_000)
+    assert k.pick(799_999)[0] is k.serial and k.pick(800_000)[0] is k.parallel
+    monkeypatch.setattr(threads, "launch_us", lambda: 0.001)            # never below the layer's threshold
+    assert k.pick(threads.parallel_min_work() - 1)[0] is k.serial
+    with pytest.raises(ValueError, match="saves_ns must be > 0"):
+        threads.Kernel(double, saves_ns=0)
+
+
 def test_wait_policy_is_set_at_import():
     """tinymoon.kernels sets OMP_WAIT_POLICY=PASSIVE when imported (unless the user chose one), so a PyTorch
     imported afterwards reads it too."""

@@ -107,10 +107,10 @@ def test_relu_mask_and_masked_grad(shape, dtype, slope, seed):
         np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("n", [(1 << 18) + 5, 1 << 18])
+@pytest.mark.parametrize("n", [(1 << 18) + 5, 1 << 18, 3 * P.MASK_CHUNK + 13, P.MASK_CHUNK - 3])
 def test_relu_mask_kernels_parallel_equal_serial(n):
-    """The pool's compilation (full bytes split across threads, the partial byte after them) gives the serial
-    one's bits, at a size with and without a partial last byte."""
+    """The pool's compilation (chunks of whole bytes split across threads, the last chunk partial) gives the
+    serial one's bits, at sizes with and without a partial last byte and chunk."""
     rng = np.random.default_rng(n)
     x = rng.standard_normal(n).astype(np.float32)
     x[::7] = 0

@@ -12,6 +12,7 @@ from tinymoon.autodiff.apply import apply
 from tinymoon.kernels.activations import ACTIVATIONS
 from tinymoon.ops import activations as A
 from tinymoon.ops.linalg import Linear
+from tinymoon.ops.residuals import compiled_for
 from tinymoon.testing import check_grads
 
 PARAMS = {"elu": {"alpha": 0.7}, "celu": {"alpha": 2.0}, "softplus": {"beta": 2.0, "threshold": 5.0},
@@ -29,7 +30,13 @@ def test_every_table_primitive_passes_check_grads(name):
     prim = A.PRIMITIVES[name]
     check_grads(lambda t: apply(prim, t, **PARAMS.get(name, {})), [x])        # jvp vs FD, vjp, vijp (fragments)
     y = apply(prim, tm.tensor(x), **PARAMS.get(name, {})).numpy()
-    np.testing.assert_array_equal(y, ACTIVATIONS[name].value(x, **PARAMS.get(name, {})))   # f is the table's
+    want = ACTIVATIONS[name].value(x, **PARAMS.get(name, {}))                             # f is the table's:
+    if compiled_for(ACTIVATIONS[name], x, PARAMS.get(name, {})):
+        # a compiled body (the same pass at every size) calls libm where the table calls NumPy's ufuncs
+        # (elu: expm1): within a few ulp in float64, not always the same bits
+        np.testing.assert_array_max_ulp(y, want, maxulp=4)
+    else:
+        np.testing.assert_array_equal(y, want)                                            # the table itself
 
 
 def test_default_residuals_count_their_bytes():
