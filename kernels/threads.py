@@ -23,6 +23,9 @@ Below the pool's break-even a kernel may ask for its parallel compilation on the
 array arguments are marked noalias, and only there does LLVM vectorise a long loop body (the activation
 bodies: GELU at 4096 float32 elements 39 µs serial, 4–8 µs on one thread of the parallel compilation).
 Setting the thread count costs ~2.3 µs a call, so below ONE_THREAD_MIN elements the serial twin still runs.
+Under the workqueue layer a parallel compilation goes through the pool's queue even on one thread (100 µs
+measured, against 1.5 µs under OpenMP: tanh's float32 step at 4096 elements went from 31 to 119 µs with
+PyTorch imported first), so there the serial twin runs at every size below the pool's threshold.
 
 The serial twin is a copy of the function under another qualified name, so Numba's on-disk cache keeps the
 two compilations apart (the cache is keyed by file and qualified name, not by the `parallel` flag).
@@ -41,8 +44,10 @@ PARALLEL_MIN_WORK = {"omp": 1 << 15, "tbb": 1 << 15, "workqueue": 1 << 17}
 
 _SERIAL_BELOW = min(PARALLEL_MIN_WORK.values())
 
-# small="one thread": from this many elements the one-thread parallel compilation, below it the serial twin
+# small="one thread": from this many elements the one-thread parallel compilation, below it the serial twin;
+# only where a one-thread launch costs at most ONE_THREAD_LAUNCH_MAX_US (not under workqueue)
 ONE_THREAD_MIN = 1 << 9
+ONE_THREAD_LAUNCH_MAX_US = 5.0
 
 
 def parallel_min_work():
@@ -62,21 +67,33 @@ def _empty_launch(a):
         a[i] += 1.0
 
 
-def launch_us():
-    """What one launch of the pool costs this process at its current thread count, in µs: the best of
-    seven launches of an empty kernel after a warm-up, measured once per thread count."""
+def launch_us(threads=None):
+    """What one launch of a parallel compilation costs this process on `threads` threads (default: the
+    current count), in µs: the best of seven launches of an empty kernel after a warm-up, measured once per
+    thread count."""
     _first_launch()
-    p = numba.get_num_threads()
+    now = numba.get_num_threads()
+    p = now if threads is None else threads
     if p not in _launch_us:
         a = np.zeros(p)
-        _empty_launch(a)
-        best = math.inf
-        for _ in range(7):
-            t0 = time.perf_counter()
+        numba.set_num_threads(p)
+        try:
             _empty_launch(a)
-            best = min(best, time.perf_counter() - t0)
+            best = math.inf
+            for _ in range(7):
+                t0 = time.perf_counter()
+                _empty_launch(a)
+                best = min(best, time.perf_counter() - t0)
+        finally:
+            numba.set_num_threads(now)
         _launch_us[p] = best * 1e6
     return _launch_us[p]
+
+
+def one_thread_pays():
+    """Whether a parallel compilation on one thread runs inline (OpenMP, TBB: ~1.5 µs measured) rather than
+    through the pool's queue (workqueue: ~100 µs, measured with PyTorch imported first)."""
+    return launch_us(1) <= ONE_THREAD_LAUNCH_MAX_US
 
 
 def _largest(args):
@@ -140,7 +157,7 @@ class Kernel:
         """(the compiled function to run for this much work, the threads it will use)."""
         if self.chooses_parallel(work):
             return self.parallel, numba.get_num_threads()
-        if self.small == "one thread" and work >= ONE_THREAD_MIN:
+        if self.small == "one thread" and work >= ONE_THREAD_MIN and one_thread_pays():
             return self.one_thread, 1
         return self.serial, 1
 

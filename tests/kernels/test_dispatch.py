@@ -135,6 +135,9 @@ def test_kernel_small_on_one_thread(monkeypatch):
             raise ValueError("negative first element")
     k = threads.Kernel(seen, cache=False, small="one thread")
     mid = np.ones(threads.ONE_THREAD_MIN)
+    monkeypatch.setattr(threads, "one_thread_pays", lambda: False)      # workqueue: one thread is a pool launch
+    assert k.pick(mid.size) == (k.serial, 1)
+    monkeypatch.setattr(threads, "one_thread_pays", lambda: True)       # OpenMP: it runs inline
     assert k.pick(mid.size) == (k.one_thread, 1) and k.pick(mid.size - 1) == (k.serial, 1)
     before = numba.get_num_threads()
     out = np.zeros_like(mid)
@@ -180,6 +183,9 @@ def test_kernel_with_saves_ns_starts_the_pool_where_it_pays_its_measured_launch(
             b[i] = 2 * a[i]
     launch = threads.launch_us()
     assert 0 < launch < 1e5 and threads.launch_us() == launch
+    before = threads.numba.get_num_threads()
+    assert 0 < threads.launch_us(1) < 1e5 and threads.numba.get_num_threads() == before   # count restored
+    assert isinstance(threads.one_thread_pays(), bool)
     k = threads.Kernel(double, cache=False, saves_ns=0.05)
     monkeypatch.setattr(threads, "launch_us", lambda: 40.0)             # 40 µs / 0.05 ns = 800 000 elements
     monkeypatch.setattr(threads.numba, "get_num_threads", lambda: 2)
