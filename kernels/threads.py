@@ -2,7 +2,8 @@
 
 A parallel Numba launch wakes the pool and waits for it: measured 6–8 µs with the OpenMP layer and 40–50 µs
 with workqueue on the busy 2-core machine (`python -m tinymoon.bench kernels --sections launch`; on another
-day the same VM paid 38–62 µs under OpenMP), against 0.15–0.2 µs for a serial compiled call.  On 2 cores the pool at best halves the work, so it pays once
+day the same VM paid 38–62 µs under OpenMP), against 0.15–0.2 µs for a serial compiled call.  On 2 cores
+the pool at best halves the work, so it pays once
   work · t / 2 + launch < work · t,   i.e.  work > 2 · launch / t
 — with t ≈ 0.5–1 ns per element of a memory-bound kernel, about 2^15 elements under OpenMP and 2^17 under
 workqueue.  `Kernel` compiles both versions of one function (the serial one is the same code with prange
@@ -67,26 +68,36 @@ def _empty_launch(a):
         a[i] += 1.0
 
 
+def _on_threads(p, run):
+    """run() with Numba's thread count (per calling thread) at p, restored afterwards, also when it raises."""
+    now = numba.get_num_threads()
+    if now == p:
+        return run()
+    numba.set_num_threads(p)
+    try:
+        return run()
+    finally:
+        numba.set_num_threads(now)
+
+
+def _best_empty_launch(a):
+    _empty_launch(a)                   # warm-up
+    best = math.inf
+    for _ in range(7):
+        t0 = time.perf_counter()
+        _empty_launch(a)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def launch_us(threads=None):
     """What one launch of a parallel compilation costs this process on `threads` threads (default: the
     current count), in µs: the best of seven launches of an empty kernel after a warm-up, measured once per
     thread count."""
     _first_launch()
-    now = numba.get_num_threads()
-    p = now if threads is None else threads
+    p = numba.get_num_threads() if threads is None else threads
     if p not in _launch_us:
-        a = np.zeros(p)
-        numba.set_num_threads(p)
-        try:
-            _empty_launch(a)
-            best = math.inf
-            for _ in range(7):
-                t0 = time.perf_counter()
-                _empty_launch(a)
-                best = min(best, time.perf_counter() - t0)
-        finally:
-            numba.set_num_threads(now)
-        _launch_us[p] = best * 1e6
+        _launch_us[p] = _on_threads(p, lambda: _best_empty_launch(np.zeros(p))) * 1e6
     return _launch_us[p]
 
 
@@ -134,24 +145,18 @@ class Kernel:
         p = numba.get_num_threads()
         if p < 2:
             return False
-        return self.saves_ns is None or work >= self.break_even()
+        return self.saves_ns is None or work >= self.break_even(p)
 
-    def break_even(self):
-        """The work from which the pool beats one thread: work · saves_ns > launch."""
-        return launch_us() * 1e3 / self.saves_ns
+    def break_even(self, threads=None):
+        """The work from which the pool (on `threads` threads, default the current count) beats one thread:
+        work · saves_ns > launch."""
+        return launch_us(threads) * 1e3 / self.saves_ns
 
     def one_thread(self, *args):
         """The parallel compilation on the calling thread alone (Numba's thread count is per calling thread;
         restored afterwards, also when the kernel raises)."""
         _first_launch()
-        k = numba.get_num_threads()
-        if k == 1:
-            return self.parallel(*args)
-        numba.set_num_threads(1)
-        try:
-            return self.parallel(*args)
-        finally:
-            numba.set_num_threads(k)
+        return _on_threads(1, lambda: self.parallel(*args))
 
     def pick(self, work):
         """(the compiled function to run for this much work, the threads it will use)."""

@@ -187,11 +187,11 @@ def test_kernel_with_saves_ns_starts_the_pool_where_it_pays_its_measured_launch(
     assert 0 < threads.launch_us(1) < 1e5 and threads.numba.get_num_threads() == before   # count restored
     assert isinstance(threads.one_thread_pays(), bool)
     k = threads.Kernel(double, cache=False, saves_ns=0.05)
-    monkeypatch.setattr(threads, "launch_us", lambda: 40.0)             # 40 µs / 0.05 ns = 800 000 elements
+    monkeypatch.setattr(threads, "launch_us", lambda threads=None: 40.0)   # 40 µs / 0.05 ns = 800 000 elements
     monkeypatch.setattr(threads.numba, "get_num_threads", lambda: 2)
     assert k.break_even() == pytest.approx(800_000)
     assert k.pick(799_999)[0] is k.serial and k.pick(800_000)[0] is k.parallel
-    monkeypatch.setattr(threads, "launch_us", lambda: 0.001)            # never below the layer's threshold
+    monkeypatch.setattr(threads, "launch_us", lambda threads=None: 0.001)  # never below the layer's threshold
     assert k.pick(threads.parallel_min_work() - 1)[0] is k.serial
     with pytest.raises(ValueError, match="saves_ns must be > 0"):
         threads.Kernel(double, saves_ns=0)
