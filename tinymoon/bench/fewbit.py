@@ -124,15 +124,33 @@ def _extras(name, bits, x, g):
     value pass) and the fused backward, and the multiply they replace."""
     from tinymoon.kernels import fewbit as F
     table = fb.get_table(name, bits)
-    t = F.thresholds(table.borders, x.dtype)
-    tt, width = F._as_tuple(t) if bits <= 4 else t, (0,) * bits
+    tt, width = F._table_arg("t", table.borders, x.dtype, bits), (0,) * bits    # the arguments the kernels get
     packed = np.empty(-(-x.size * bits // 8), np.uint8)
-    lv = table.levels.astype(g.dtype)
-    lvt, out = F._as_tuple(lv) if bits <= 4 else lv, np.empty_like(g)
+    lvt, out = F._table_arg("l", table.levels, g.dtype, bits), np.empty_like(g)
     d = np.ones_like(g)
     return {"bin+pack": lambda: F._fewbit_forward_kernel(x, tt, width, packed),
             "unpack+lookup+mul": lambda: F._fewbit_backward_kernel(packed, lvt, width, g, out),
             "mul": lambda: np.multiply(d, g, out=out)}
+
+
+def _grad(fn, x, g):
+    _, vjp_fn = tm.vjp(fn, x)
+    return vjp_fn(g)[0].numpy()
+
+
+def _checks(exact, few, x, g):
+    """Beside the times, from the same inputs: whether the timed path's x̄ equals the NumPy path's bit for bit,
+    and its relative error against the exact activation's x̄ in float64 (the few-bit approximation itself)."""
+    got = _grad(few, x, g)
+    quantized.FUSED_FORWARD = quantized.FUSED_BACKWARD = False
+    try:
+        ref = _grad(few, x, g)
+    finally:
+        quantized.FUSED_FORWARD = quantized.FUSED_BACKWARD = True
+    x64 = tm.tensor(x.numpy().astype(np.float64), requires_grad=True)
+    want = _grad(exact, x64, tm.tensor(g.numpy().astype(np.float64)))
+    return {"x̄ = numpy path": bool(np.array_equal(got, ref, equal_nan=True)),
+            "x̄ rel err vs f64 exact": float(np.linalg.norm(got - want) / np.linalg.norm(want))}
 
 
 def time_section(n, bit_widths, repeat):
@@ -161,6 +179,7 @@ def time_section(n, bit_widths, repeat):
             if not pw:
                 row["bin+pack ns/el"] = 1e9 * best["bin+pack"] / n
                 row["unpack+lookup ns/el"] = 1e9 * (best["unpack+lookup+mul"] - best["mul"]) / n
+            row.update(_checks(exact[name], few, x, g))
             rows.append(row)
             print(table([row], list(row)), flush=True)
     return rows
