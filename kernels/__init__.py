@@ -23,7 +23,7 @@ Public API (the ops layer calls exactly these):
 import numpy as np
 
 from . import numba_cache  # noqa: F401  first: every cached kernel below is stamped with the package's hash
-from . import blas, dispatch, pointwise
+from . import blas, dispatch, fewbit, pointwise
 from .bitpack import VALID_BITS, check_bits, check_packed, nbytes_for
 from .conv import conv_params
 from .dispatch import available_impls, set_impl, use
@@ -200,6 +200,8 @@ def fewbit_forward(name, x, borders, bits, **params):
     parse_activation(name, params)
     check_float(x, f"fewbit_forward({name!r})")
     bits, borders = check_fewbit(_host(borders), None, bits, "fewbit_forward")
+    if type(x) is np.ndarray and dispatch.unforced():
+        return fewbit.fewbit_forward_numba(name, x, borders, bits, **params)   # the host default, without the lookup
     return dispatch.call("fewbit_forward", (x,), name, x, borders, bits, **params)
 
 
@@ -208,6 +210,8 @@ def fewbit_backward(packed, levels, bits, y_bar):
     check_float(y_bar, "fewbit_backward")
     bits, _ = check_fewbit(None, levels, bits, "fewbit_backward")
     check_packed(packed, y_bar.size, bits, "fewbit_backward")
+    if type(y_bar) is np.ndarray and dispatch.unforced():
+        return fewbit.fewbit_backward_numba(packed, levels, bits, y_bar)   # the host default, without the lookup
     return dispatch.call("fewbit_backward", (y_bar,), packed, levels, bits, y_bar)
 
 

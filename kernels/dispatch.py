@@ -58,11 +58,10 @@ _FUNC = {"act_forward": "act"}  # act_forward's implementations are called act_<
 #    nothing at small sizes either (its NumPy passes cost tens of µs).  Pooling: the one-pass Numba kernels.
 #    Both are threads.Kernel: serial below the pool's break-even work, parallel above, so no threshold here.
 #  - relu mask / masked_grad: threads.Kernel too (a serial call costs ~0.2 µs, less than NumPy's passes).
-#  - act_forward: a threads.Kernel (serial below 512 elements, then the parallel compilation on one thread,
-#    where the bodies vectorise, up to the pool's break-even; serial there under workqueue, whose one-thread
-#    launch still goes through the pool's queue); measured under OpenMP, faster than NumPy's passes at every
-#    size for the compiled bodies (2 threads available: gelu 5.2 vs 14.5 µs at 16 elements, 12.6 vs 62 at
-#    2048; tanh, whose value both take from np.tanh, 3.5 vs 2.5 µs at 16 for an f' from x that keeps its digits).
+#  - act_forward: a threads.Kernel (serial, vectorised, below the pool's break-even); faster than NumPy's
+#    passes at every size for the compiled bodies (gelu 5.2 vs 14.5 µs at 16 elements, 12.6 vs 62 at 2048,
+#    measured with the parallel compilation on one thread, which the serial loop now matches; tanh, whose
+#    value both take from np.tanh, 3.5 vs 2.5 µs at 16 for an f' from x that keeps its digits).
 #  - pack_bins: plain parallel kernels, which win (1.5-7.6x) once the array amortises
 #    the pool's launch; that launch costs ~4x more under the workqueue layer than under OpenMP, so the
 #    threshold is scaled by LAUNCH_SCALE (see _rescale).  Plain masks: np.packbits/unpackbits (SIMD) win.

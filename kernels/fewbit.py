@@ -6,11 +6,11 @@
 
 NaN inputs get idx = K = 2^b − 1, as numpy.searchsorted sorts NaN last.
 
-The Numba kernels (after the forward's value pass) do one pass over memory each, block by block (BLOCK elements, a multiple of 8 so that a
+The Numba kernels do one pass over memory each, block by block (BLOCK elements, a multiple of 8 so that a
 block holds whole groups of 8 codes = whole bytes of the bitpack layout, see bitpack.py):
 
-  forward   1. y = f(x), the exact activation's value bit for bit, by a pass of its own before the kernel
-               (pointwise.act_value_numba; tanh: NumPy's SIMD np.tanh), which then only bins and packs;
+  forward   1. the block's y = f(x), the exact activation's value bit for bit (pointwise.act_values: the exact
+               kernel's bodies and flags, y only; tanh's y is NumPy's SIMD np.tanh, made before the kernel);
             2. the block's codes into a small uint8 buffer (in L1): for b <= 4 a branch-free binary search
                over the K thresholds t (see `thresholds`),   idx = #{j : not (x <= t_j)},
                b steps, each a compare against a threshold picked from the bits found so far by a select
@@ -37,28 +37,50 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from .bitpack import check_bits, nbytes_for, pack_bins_reference, unpack_bins_reference
-from .pointwise import act_reference, act_value_numba
+from .pointwise import COMPILED, _constants, act_reference, act_values, constant_tuple, parse_activation
+from .vecmath import CONTRACT
 from .threads import kernel
 
 BLOCK = 2048            # elements per block: its codes (2 KiB) and values stay in L1
-# y = f(x) is the exact activation's value, bit for bit (the tests hold it to pointwise.act_numba's y): a pass of
-# its own before the kernel (pointwise.act_value_numba: the exact kernel's bodies and flags, y only; tanh's from
-# np.tanh), which then only bins and packs. A value loop inside this kernel ran scalar in its serial compilation
-# (the one a single thread takes: LLVM cannot prove y and x do not overlap there), GELU at 2^20 float32 10.2 ms
-# against 0.65 ms for the value pass (measured, 1 thread); two passes over x measured faster than one.
+TANH = COMPILED["tanh"][0]
+# Value, bins and pack in one pass per block: the value loop vectorises in both compilations (pointwise.
+# constant_tuple), and the block's x is still in L1 when the bins read it.  Measured against a value pass of its
+# own before a bins-and-pack kernel (GELU, 3 bits, float32, one thread): 1.7 against 5.1 µs at 256 elements,
+# 4.8 against 8.3 at 4096, the same from 2^16 on (one call fewer, the same work).
+
+
+# Borders already checked, by content (bits, bytes) -> the flat float64 copy that passed: a training step
+# checks the same few tables on every call, and the sort check alone cost ~2.5 µs of a ~25 µs small step.
+# Keyed by content, so a table edited in place is checked again; bounded, as _args below.
+_checked = {}
+_ARGS_MAX = 256
 
 
 def check_fewbit(borders, levels, bits, what):
     bits = check_bits(bits)
     if borders is not None:
-        borders = np.asarray(borders, np.float64).ravel()
-        if borders.size != 2 ** bits - 1:
-            raise ValueError(f"{what}: {bits} bits need 2^{bits} - 1 = {2 ** bits - 1} borders, got {borders.size}")
-        if np.any(borders[1:] < borders[:-1]):
-            raise ValueError(f"{what}: borders must be sorted ascending")
-    if levels is not None and np.asarray(levels).size != 2 ** bits:
-        raise ValueError(f"{what}: {bits} bits need 2^{bits} = {2 ** bits} levels, got {np.asarray(levels).size}")
+        borders = _checked_borders(borders, bits, what)
+    if levels is not None and np.size(levels) != 2 ** bits:
+        raise ValueError(f"{what}: {bits} bits need 2^{bits} = {2 ** bits} levels, got {np.size(levels)}")
     return bits, borders
+
+
+def _checked_borders(borders, bits, what):
+    borders = np.asarray(borders, np.float64)
+    key = (bits, borders.tobytes())
+    hit = _checked.get(key)
+    if hit is not None:
+        return hit
+    borders = borders.ravel()
+    if borders.size != 2 ** bits - 1:
+        raise ValueError(f"{what}: {bits} bits need 2^{bits} - 1 = {2 ** bits - 1} borders, got {borders.size}")
+    if np.any(borders[1:] < borders[:-1]):
+        raise ValueError(f"{what}: borders must be sorted ascending")
+    if len(_checked) >= _ARGS_MAX:
+        _checked.clear()
+    _checked[key] = borders = borders.copy()
+    borders.flags.writeable = False                   # shared by every call with this content
+    return borders
 
 
 def thresholds(borders, dtype):
@@ -334,8 +356,11 @@ def _chunks(n):
     return nblk, per, (nblk + per - 1) // per
 
 
-@kernel(error_model="numpy", saves_ns=0.15)
-def _fewbit_forward_kernel(x, t, width, packed):
+# saves_ns: 0.15-0.6 ns per element with the value (silu to softplus, 2^21-2^22 float32, measured), 0.04-0.07
+# without it (tanh): its calls pass a third of their elements as the work.  CONTRACT: _act_kernel's flag.
+@kernel(error_model="numpy", fastmath=CONTRACT, saves_ns=0.2)
+def _fewbit_forward_kernel(code, x, consts, t, width, y, packed):
+    k = constant_tuple(consts)
     bits = len(width)
     n = x.size
     nbytes = packed.size
@@ -345,6 +370,8 @@ def _fewbit_forward_kernel(x, t, width, packed):
         for blk in range(ch * per, min(nblk, ch * per + per)):
             lo = blk * BLOCK
             hi = min(n, lo + BLOCK)
+            if code != TANH:                           # tanh's y is np.tanh's, made before the kernel
+                act_values(code, x[lo:hi], k, y[lo:hi])
             if hi - lo < BLOCK:
                 codes[:] = 0                           # the last block's missing codes pack as 0
             _bins(x[lo:hi], t, codes)
@@ -379,7 +406,6 @@ def _as_tuple(a):
 # ~7 µs a call (as much as the kernels themselves at 4096 elements).  Keyed by content (a table's arrays may
 # be edited in place); bounded like pointwise's parsed parameters.
 _args = {}
-_ARGS_MAX = 256
 
 
 def _table_arg(kind, values, dtype, bits):
@@ -397,10 +423,12 @@ def _table_arg(kind, values, dtype, bits):
 
 
 def fewbit_forward_numba(name, x, borders, bits, **params):
+    code, p = parse_activation(name, params)
     xf = np.ascontiguousarray(x).reshape(-1)
-    y = act_value_numba(name, xf, **params)                    # checks the name and parameters too
+    y = np.tanh(xf) if code == TANH else np.empty_like(xf)     # tanh: NumPy's SIMD value, as act_numba's
     packed = np.empty(nbytes_for(xf.size, bits), np.uint8)
-    _fewbit_forward_kernel(xf, _table_arg("t", borders, xf.dtype, bits), (0,) * bits, packed)
+    _fewbit_forward_kernel(code, xf, _constants(xf.dtype, name, p), _table_arg("t", borders, xf.dtype, bits),
+                           (0,) * bits, y, packed, work=xf.size // 3 if code == TANH else xf.size)
     return y.reshape(x.shape), packed
 
 

@@ -109,9 +109,20 @@ def masked_grad_reference(packed, y_bar, slope=0.0):
 # Every constant comes in through `k`, an array in x's dtype: a Python literal (1, 0.5) is int64/float64
 # to Numba and would promote float32 arithmetic to float64 (2-4x slower libm calls, no SIMD).
 # k = [0, 1, 1/2, 2, p, 1/√2, 1/√(2π), p2]: p, p2 the activation's parameters (COMPILED's order), else 0
+# Made once per (dtype, activation, parameters) and reused (the kernels only read it): building it cost ~1 µs,
+# a twentieth of a small activation step.  Bounded as _parsed.
+_k = {}
+
+
 def _constants(dtype, name, p):
-    p1, p2 = (tuple(p[n] for n in COMPILED[name][1]) + (0.0, 0.0))[:2]
-    return np.array([0, 1, 0.5, 2, p1, math.sqrt(0.5), 1 / math.sqrt(2 * math.pi), p2], dtype)
+    key = (dtype, name, *p.values())
+    k = _k.get(key)
+    if k is None:
+        p1, p2 = (tuple(p[n] for n in COMPILED[name][1]) + (0.0, 0.0))[:2]
+        if len(_k) >= 256:
+            _k.clear()
+        k = _k[key] = np.array([0, 1, 0.5, 2, p1, math.sqrt(0.5), 1 / math.sqrt(2 * math.pi), p2], dtype)
+    return k
 
 
 # The transcendental parts come from vecmath: float32 there is straight-line polynomial code (range
@@ -244,12 +255,21 @@ def _act(code, x, k):
     return _softplus(x, k)
 
 
-# contract: a·b + c as one FMA (vecmath.CONTRACT).  Small arrays: the parallel compilation on one thread, where
-# the bodies vectorise (threads.Kernel; GELU at 4096 float32 elements 4-8 µs against 39 µs in the serial loop).
+@njit(inline="always")
+def constant_tuple(consts):
+    """The eight constants as a tuple, read once before the loop.  Read from the array inside the loop, every
+    iteration reloads them (a store to y might alias it), and the serial compilation then does not vectorise:
+    GELU's value at 4096 float32 elements 41 µs against 2.8 µs from the tuple (measured, bitwise the same)."""
+    return (consts[0], consts[1], consts[2], consts[3], consts[4], consts[5], consts[6], consts[7])
+
+
+# contract: a·b + c as one FMA (vecmath.CONTRACT).  Small arrays: the serial compilation, which vectorises the
+# bodies as the parallel one does, bitwise the same, once the constants are a tuple (constant_tuple).
 # saves_ns (here and on the other kernels of this file and fewbit.py): what two threads save per float32 element
 # over one at 2^21-2^22 elements (measured, 2 cores); threads.Kernel starts the pool where that pays its launch.
-@kernel(fastmath=CONTRACT, small="one thread", saves_ns=0.25)
-def _act_kernel(code, x, k, y, d):
+@kernel(fastmath=CONTRACT, saves_ns=0.25)
+def _act_kernel(code, x, consts, y, d):
+    k = constant_tuple(consts)
     # The activation branch sits outside the loops: each loop body is straight-line code the compiler can
     # vectorise (relu, leaky relu) and that never re-tests `code` per element (measured ~6x on relu).
     n = x.size
@@ -279,39 +299,38 @@ def _act_kernel(code, x, k, y, d):
             y[i], d[i] = _softplus(x[i], k)
 
 
-@kernel(fastmath=CONTRACT, small="one thread", saves_ns=0.25)   # _act_kernel's flags: its y bit for bit
-def _act_value_kernel(code, x, k, y):
-    # y = f(x) alone, for a caller that keeps no f' (the few-bit forward): the derivative half of each body is
-    # dead code. Below the pool's break-even the parallel compilation runs on one thread: its gufunc marks the
-    # arrays noalias, which is what lets LLVM vectorise the bodies (the serial compilation of this loop runs
-    # scalar: GELU at 2^20 float32, 1 thread, 10.2 ms against 0.65 ms, measured); the serial twin only below
-    # threads.ONE_THREAD_MIN elements.
-    n = x.size
+@njit(inline="always")
+def act_values(code, x, k, y):
+    """y = f(x) alone, one block, for a kernel that keeps no f' (the few-bit forward): _act_kernel's bodies,
+    whose derivative half is then dead code.  Bit for bit _act_kernel's y when the caller compiles with its
+    flags (fastmath=CONTRACT) and passes k as the tuple constant_tuple(consts).  tanh (code 5) is not computed
+    here: its value is NumPy's np.tanh (see act_numba)."""
     if code == 0:
-        for i in prange(n):
+        for i in range(x.size):
             y[i] = _relu(x[i], k)[0]
     elif code == 1:
-        for i in prange(n):
+        for i in range(x.size):
             y[i] = _leaky_relu(x[i], k)[0]
     elif code == 2:
-        for i in prange(n):
+        for i in range(x.size):
             y[i] = _elu(x[i], k)[0]
     elif code == 3:
-        for i in prange(n):
+        for i in range(x.size):
             y[i] = _gelu(x[i], k)[0]
     elif code == 4:
-        for i in prange(n):
+        for i in range(x.size):
             y[i] = _silu(x[i], k)[0]
     elif code == 6:
-        for i in prange(n):
+        for i in range(x.size):
             y[i] = _sigmoid_pair(x[i], k)[0]
     elif code == 7:
-        for i in prange(n):
+        for i in range(x.size):
             y[i] = _softplus(x[i], k)[0]
 
 
-@kernel(fastmath=CONTRACT, small="one thread", saves_ns=0.2)
-def _tanh_grad_float32_kernel(x, k, d):
+@kernel(fastmath=CONTRACT, saves_ns=0.2)
+def _tanh_grad_float32_kernel(x, consts, d):
+    k = constant_tuple(consts)
     # tanh'(x) = 1 − tanh² = 4 σ(2x)(1 − σ(2x)): from x, not from the rounded y, whose 1 − y² loses every
     # digit for |x| >~ 4.5 (and is 0 beyond 9.01, where tanh' is 6e-8); 2x is exact (inf beyond 1.7e38: 0)
     for i in prange(x.size):
@@ -420,17 +439,6 @@ def act_numba(name, x, **params):
     y = np.empty_like(xf)
     _act_kernel(code, xf, _constants(x.dtype, name, p), y, d)
     return y.reshape(x.shape), d.reshape(x.shape)
-
-
-def act_value_numba(name, x, **params):
-    """act_numba's y alone (bit for bit), flat: tanh's from np.tanh, the others from _act_value_kernel."""
-    code, p = parse_activation(name, params)
-    xf = np.ascontiguousarray(x).reshape(-1)
-    if name == "tanh":
-        return np.tanh(xf)
-    y = np.empty_like(xf)
-    _act_value_kernel(code, xf, _constants(x.dtype, name, p), y)
-    return y
 
 
 def relu_mask_forward_numba(x, slope=0.0):

@@ -19,14 +19,12 @@ two: GELU's pass from ~2^17.5 elements, the relu mask kernels from ~2^20 (at 2^1
 put them, the pool made masked_grad 9× slower).  These kernels give the same bits on any number of threads,
 so a threshold that follows the machine changes their speed only.
 
-Below the pool's break-even a kernel may ask for its parallel compilation on the calling thread alone
-(`small="one thread"`) instead of the serial twin: Numba's parallel compilation runs the loop in a gufunc whose
-array arguments are marked noalias, and only there does LLVM vectorise a long loop body (the activation
-bodies: GELU at 4096 float32 elements 39 µs serial, 4–8 µs on one thread of the parallel compilation).
-Setting the thread count costs ~2.3 µs a call, so below ONE_THREAD_MIN elements the serial twin still runs.
-Under the workqueue layer a parallel compilation goes through the pool's queue even on one thread (100 µs
-measured, against 1.5 µs under OpenMP: tanh's float32 step at 4096 elements went from 31 to 119 µs with
-PyTorch imported first), so there the serial twin runs at every size below the pool's threshold.
+Below the pool's break-even the serial twin runs.  It vectorises the activation bodies as well as the
+parallel compilation does (bitwise the same) once the loop reads no array it cannot prove is not written: a
+kernel's constants come in as an array but are read into a tuple before the loop (pointwise.constant_tuple).
+Read from the array inside the loop, LLVM reloaded them each iteration and left the serial loop scalar (GELU at
+4096 float32 elements 41 µs, against 2.8 µs from the tuple), which an earlier version worked around by running
+the parallel compilation on one thread — a pool launch of its own under workqueue (100 µs).
 
 The serial twin is a copy of the function under another qualified name, so Numba's on-disk cache keeps the
 two compilations apart (the cache is keyed by file and qualified name, not by the `parallel` flag).
@@ -44,11 +42,6 @@ PARALLEL_MIN_WORK = {"omp": 1 << 15, "tbb": 1 << 15, "workqueue": 1 << 17}
 
 
 _SERIAL_BELOW = min(PARALLEL_MIN_WORK.values())
-
-# small="one thread": from this many elements the one-thread parallel compilation, below it the serial twin;
-# only where a one-thread launch costs at most ONE_THREAD_LAUNCH_MAX_US (not under workqueue)
-ONE_THREAD_MIN = 1 << 9
-ONE_THREAD_LAUNCH_MAX_US = 5.0
 
 
 def parallel_min_work():
@@ -101,12 +94,6 @@ def launch_us(threads=None):
     return _launch_us[p]
 
 
-def one_thread_pays():
-    """Whether a parallel compilation on one thread runs inline (OpenMP, TBB: ~1.5 µs measured) rather than
-    through the pool's queue (workqueue: ~100 µs, measured with PyTorch imported first)."""
-    return launch_us(1) <= ONE_THREAD_LAUNCH_MAX_US
-
-
 def _largest(args):
     n = 0
     for a in args:
@@ -118,20 +105,16 @@ def _largest(args):
 class Kernel:
     """`@Kernel` on a function written with prange: `k(*arrays)` runs the parallel compilation when the
     largest array has at least parallel_min_work() elements (or `k(..., work=n)`: n units of the caller's
-    choosing) and more than one thread is available; below that the serial compilation, or with
-    small="one thread" (from ONE_THREAD_MIN elements) the parallel compilation on the calling thread alone.
+    choosing) and more than one thread is available; below that the serial compilation.
     saves_ns=s: the pool from the measured break-even launch_us() / s instead (never below parallel_min_work())."""
 
-    def __init__(self, fn, cache=True, small="serial", saves_ns=None, **options):
-        if small not in ("serial", "one thread"):
-            raise ValueError(f"Kernel {fn.__name__}: small must be 'serial' or 'one thread', got {small!r}")
+    def __init__(self, fn, cache=True, saves_ns=None, **options):
         if saves_ns is not None and not saves_ns > 0:
             raise ValueError(f"Kernel {fn.__name__}: saves_ns must be > 0, got {saves_ns!r}")
         self.saves_ns = saves_ns
         self.py_func = fn
         self.__name__, self.__qualname__, self.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
         self.__module__ = fn.__module__
-        self.small = small
         self.parallel = njit(parallel=True, cache=cache, **options)(fn)
         twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__,
                                   fn.__closure__)
@@ -152,23 +135,15 @@ class Kernel:
         work · saves_ns > launch."""
         return launch_us(threads) * 1e3 / self.saves_ns
 
-    def one_thread(self, *args):
-        """The parallel compilation on the calling thread alone (Numba's thread count is per calling thread;
-        restored afterwards, also when the kernel raises)."""
-        _first_launch()
-        return _on_threads(1, lambda: self.parallel(*args))
-
     def pick(self, work):
         """(the compiled function to run for this much work, the threads it will use)."""
         if self.chooses_parallel(work):
             return self.parallel, numba.get_num_threads()
-        if self.small == "one thread" and work >= ONE_THREAD_MIN and one_thread_pays():
-            return self.one_thread, 1
         return self.serial, 1
 
     def __call__(self, *args, work=None):
         n = _largest(args) if work is None else work
-        if n < ONE_THREAD_MIN or (n < _SERIAL_BELOW and self.small == "serial"):
+        if n < _SERIAL_BELOW:
             return self.serial(*args)    # below every layer's threshold: serial, without asking Numba (~0.6 µs)
         return self.pick(n)[0](*args)
 

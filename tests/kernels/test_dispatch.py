@@ -120,36 +120,6 @@ def test_thresholds_follow_the_threading_layer(monkeypatch):
     dispatch._rescale()
 
 
-def test_kernel_small_on_one_thread(monkeypatch):
-    """small="one thread": the parallel compilation with Numba's thread count at 1 for the call (restored
-    afterwards, also when the kernel raises), from ONE_THREAD_MIN elements; the serial twin below."""
-    import numba
-    from numba import prange
-
-    from tinymoon.kernels import threads
-
-    def seen(a, out):
-        for i in prange(a.size):
-            out[i] = numba.get_num_threads() + 0 * a[i]
-        if a[0] < 0:
-            raise ValueError("negative first element")
-    k = threads.Kernel(seen, cache=False, small="one thread")
-    mid = np.ones(threads.ONE_THREAD_MIN)
-    monkeypatch.setattr(threads, "one_thread_pays", lambda: False)      # workqueue: one thread is a pool launch
-    assert k.pick(mid.size) == (k.serial, 1)
-    monkeypatch.setattr(threads, "one_thread_pays", lambda: True)       # OpenMP: it runs inline
-    assert k.pick(mid.size) == (k.one_thread, 1) and k.pick(mid.size - 1) == (k.serial, 1)
-    before = numba.get_num_threads()
-    out = np.zeros_like(mid)
-    k(mid, out)
-    assert (out == 1).all() and numba.get_num_threads() == before
-    with pytest.raises(ValueError, match="negative"):
-        k(-mid, out)
-    assert numba.get_num_threads() == before
-    with pytest.raises(ValueError, match="small must be"):
-        threads.Kernel(seen, small="vectorised")
-
-
 def test_kernel_runs_serial_below_its_threshold_and_parallel_above(monkeypatch):
     from numba import prange
 
@@ -185,7 +155,6 @@ def test_kernel_with_saves_ns_starts_the_pool_where_it_pays_its_measured_launch(
     assert 0 < launch < 1e5 and threads.launch_us() == launch
     before = threads.numba.get_num_threads()
     assert 0 < threads.launch_us(1) < 1e5 and threads.numba.get_num_threads() == before   # count restored
-    assert isinstance(threads.one_thread_pays(), bool)
     k = threads.Kernel(double, cache=False, saves_ns=0.05)
     monkeypatch.setattr(threads, "launch_us", lambda threads=None: 40.0)   # 40 µs / 0.05 ns = 800 000 elements
     monkeypatch.setattr(threads.numba, "get_num_threads", lambda: 2)

@@ -132,8 +132,41 @@ def test_relu_mask_kernels_parallel_equal_serial(n):
         np.testing.assert_array_equal(out["parallel"][1], packed_ref)
 
 
+def _same_bits(a, b, what):
+    """Bit for bit (so +0 and −0 differ), every NaN equal to every NaN: a NaN's sign and payload are not a
+    value (libm and LLVM's folds differ in them; float64 softplus at NaN gives either sign)."""
+    assert np.array_equal(np.isnan(a), np.isnan(b)), what
+    ok = ~np.isnan(a)
+    np.testing.assert_array_equal(a[ok].view(np.uint8), b[ok].view(np.uint8), err_msg=what)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 7, 17, 1000, 4099])
+def test_activation_kernels_serial_equal_parallel(n, dtype):
+    """Both compilations of the activation passes give the same bits (each vectorises its loop; the remainder
+    of a vector width runs as scalar code), for every compiled body, with ±0, ±inf and NaN among the inputs:
+    which one runs depends on the size and the machine only.  (The few-bit forward's value, the same bodies
+    inlined per block, is held to act_numba's y in tests/kernels/test_fewbit.py.)"""
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal(n) * 6).astype(dtype)
+    x[:min(n, 5)] = np.array([0.0, -0.0, np.inf, -np.inf, np.nan], dtype)[:min(n, 5)]
+    for name in sorted(K.COMPILED):
+        code, p = P.parse_activation(name, {})
+        k = P._constants(x.dtype, name, p)
+        out = {}
+        with np.errstate(all="ignore"):
+            for how in ("serial", "parallel"):
+                y, d = np.empty_like(x), np.empty_like(x)
+                getattr(P._act_kernel, how)(code, x, k, y, d)
+                v = np.empty_like(x)        # tanh's float32 f' (its value comes from np.tanh)
+                getattr(P._tanh_grad_float32_kernel, how)(x, k, v)
+                out[how] = (y, d, v)
+        for a, b, what in zip(out["serial"], out["parallel"], ("y", "f'", "tanh's float32 f'")):
+            _same_bits(a, b, f"{name} {what}: serial against parallel")
+
+
 def test_host_arrays_use_numba_by_default():
-    x = np.ones(1 << 18, np.float32)        # a threads.Kernel: serial, one thread or the pool by size
+    x = np.ones(1 << 18, np.float32)        # a threads.Kernel: serial or the pool by size
     assert K.dispatch.choose("act_forward", x) == "numba"
     assert K.dispatch.choose("act_forward", x[:10]) == "numba"
     assert math.isclose(float(K.act_forward("sigmoid", x)[0][0]), 1 / (1 + math.exp(-1)), rel_tol=1e-6)

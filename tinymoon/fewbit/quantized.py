@@ -33,6 +33,8 @@ compile and for device arrays; the tests hold both to the same bits (docs/fewbit
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import kernels
@@ -96,7 +98,7 @@ class PackedBins(DiagonalResidual):
 
     def __init__(self, packed, bits, shape, levels=None, dtype=np.float64):
         self.packed, self.bits, self.shape, self.levels, self.dtype = packed, int(bits), tuple(shape), levels, dtype
-        self.size = int(np.prod(self.shape, dtype=np.int64))
+        self.size = int(math.prod(self.shape))       # (np.prod: ~2 µs, a tenth of a small step)
 
     @classmethod
     def pack(cls, idx, bits, levels=None, dtype=np.float64):
