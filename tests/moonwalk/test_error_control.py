@@ -4,7 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import tinymoon as tm
@@ -75,6 +75,8 @@ def test_default_is_exact_on_the_deep_float32_mlp(init):
 @settings(max_examples=12, deadline=None)
 @given(width=st.integers(6, 40), depth=st.integers(4, 40), slope=st.sampled_from([0.1, 0.3, 0.5, 0.8]),
        init=st.sampled_from(["torch", "ortho"]), seed=st.integers(0, 2 ** 16))
+@example(width=6, depth=16, slope=0.1, init="ortho", seed=65536)      # broke SAFETY = 10 in CI: ratio 42
+@example(width=7, depth=39, slope=0.8, init="torch", seed=25341)      # the largest ratio measured, 54
 def test_float64_default_matches_backprop(width, depth, slope, init, seed):
     model = leaky_mlp(depth, width, slope, init, dtype="float64", seed=seed)
     x, y = batch(8, width, seed=seed + 1)

@@ -361,6 +361,33 @@ def bench_launch():
     return rows
 
 
+def bench_compilations():
+    """Below the pool's threshold threads.Kernel runs the serial compilation: the fused activation kernel
+    (y and y', float32) serial against its parallel compilation on one thread, which vectorised the bodies
+    alone before the constants were read into a tuple (pointwise.constant_tuple), with whether the two give
+    the same bits (NaN as NaN) beside each time."""
+    from tinymoon.kernels import threads
+    rows = []
+    for name in ("gelu", "silu", "sigmoid", "elu", "softplus", "relu"):
+        code, p = P.parse_activation(name, {})
+        for n in (256, 4096, 1 << 16):
+            x = np.random.default_rng(n).normal(0, 3, n).astype(np.float32)
+            k = P._constants(x.dtype, name, p)
+            out = {how: (np.empty_like(x), np.empty_like(x)) for how in ("serial", "one_thread")}
+            fns = {"serial": lambda: P._act_kernel.serial(code, x, k, *out["serial"]),
+                   "one_thread": lambda: threads._on_threads(1, lambda: P._act_kernel.parallel(
+                       code, x, k, *out["one_thread"]))}
+            best = _best(fns)
+            same = all(np.array_equal(a, b, equal_nan=True) and np.array_equal(np.signbit(a), np.signbit(b))
+                       for a, b in zip(out["serial"], out["one_thread"]))
+            rows.append({"activation": name, "elements": n, "serial_us": round(best["serial"] * 1e6, 2),
+                         "parallel_on_1_thread_us": round(best["one_thread"] * 1e6, 2),
+                         "serial/parallel": best["serial"] / best["one_thread"], "same bits": same})
+    print(table(rows, list(rows[0]), "activation kernel (y, y'), float32: serial vs parallel compilation on one "
+                                     "thread (us)"))
+    return rows
+
+
 # ------------------------------------------------------------------------------------------------ GPU
 def bench_gpu():
     import cupy as cp
@@ -565,7 +592,8 @@ def run(args):
     parser.add_argument("--quick", action="store_true", help="fewer and smaller cases")
     parser.add_argument("--out", default="bench_results", help="folder for kernels.json")
     parser.add_argument("--markdown", action="store_true", help="also print the tables as Markdown")
-    parser.add_argument("--sections", default="matmul,pointwise,act_torch,packing,conv2d,pool,launch,threading,torch_policy",
+    parser.add_argument("--sections", default="matmul,pointwise,act_torch,packing,conv2d,pool,launch,threading,"
+                                                 "torch_policy,compilations",
                         help="comma-separated subset of CPU sections to run")
     add_repeat_option(parser)
     opts = parser.parse_args(args)
@@ -588,7 +616,7 @@ def run(args):
                 "act_torch": lambda: bench_act_torch(1 << 20),
                 "packing": lambda: bench_packing(n), "conv2d": lambda: bench_conv(opts.quick),
                 "pool": lambda: bench_pool(opts.quick), "launch": bench_launch, "threading": bench_threading,
-                "torch_policy": bench_torch_policy}
+                "torch_policy": bench_torch_policy, "compilations": bench_compilations}
     chosen = [s.strip() for s in opts.sections.split(",") if s.strip()]
     for name in chosen:
         if name not in sections:

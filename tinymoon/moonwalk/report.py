@@ -9,7 +9,11 @@
 It comes from measurements, not from a model: each segment of swept units ends at an exact cotangent, where
 the sweep's relative error E is measured, and E grows along a segment (the sweep amplifies it), so the
 segment's largest error is at its end. A gradient θ̄_i = h_i ∂f_i/∂θ_i inherits the relative error of h_i up
-to the cancellation in the batch sum; SAFETY covers that (tests/moonwalk measure the ratio).
+to the cancellation in the batch sum; SAFETY covers that (tests/moonwalk measure the ratio).  The ratio of
+the worst per-tensor gradient error to the measured cotangent error was at most 54 over 8912 random float64
+leaky-ReLU MLPs (widths 6-40, depths 4-40, batch 8, both inits, 2026-12-03), above 10 in 8 of them: narrow
+layers and small batches cancel most.  So SAFETY = 100 (it was 10, which CI's hypothesis run broke at width 6,
+depth 16: 5.5e-12 against a bound of 1.3e-12).
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from ..tensor import Tensor
 
 __all__ = ["Report", "Segment", "Loss"]
 
-SAFETY = 10.0
+SAFETY = 100.0
 
 
 class Segment:
