@@ -29,12 +29,13 @@ Thresholds: the borders are float64; x is float32 or float64.  t_j = the largest
 so for every x of that dtype  x <= s_j  <=>  x <= t_j  — the comparison stays exact without promoting x.
 
 Each kernel is a threads.Kernel: serial below the pool's break-even work, the prange over chunks of blocks
-above it (blocks write disjoint bytes: no atomics).  The thresholds and levels reach the kernel as tuples, so each
-table size is its own compilation and the loops over them are unrolled.
+above it (blocks write disjoint bytes: no atomics).  The thresholds and levels become tuples in the kernel
+(b <= 4), their size from the bit width, which is a compile-time constant: the loops over them unroll.
 """
 import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
+from numba.np.unsafe.ndarray import to_fixed_tuple
 
 from .bitpack import check_bits, nbytes_for, pack_bins_reference, unpack_bins_reference
 from .pointwise import COMPILED, _constants, act_reference, act_values, constant_tuple, parse_activation
@@ -338,6 +339,35 @@ def _unpack_block_impl(pk, ngroups, width, codes):
     return unpack
 
 
+# -- table arrays as tuples ---------------------------------------------------------------------------------
+# The thresholds and levels come in as arrays and, for b <= 4, become tuples inside the kernel, their size
+# from `width` (a compile-time constant): the loops over them unroll to the select trees above, and the values
+# sit in registers.  (Passed as tuples from Python, each call paid Numba ~0.5 µs to type the tuple's scalars.)
+def _small_thresholds(a, width):
+    return a
+
+
+def _small_levels(a, width):
+    return a
+
+
+def _fixed(n, b):
+    """The overload body: a tuple of the first n elements for b <= 4 bits, the array itself above."""
+    if b <= 4:
+        return lambda a, width: to_fixed_tuple(a, n)
+    return lambda a, width: a
+
+
+@overload(_small_thresholds, inline="always")
+def _small_thresholds_impl(a, width):
+    return _fixed((1 << width.count) - 1, width.count)         # 2^b − 1 thresholds
+
+
+@overload(_small_levels, inline="always")
+def _small_levels_impl(a, width):
+    return _fixed(1 << width.count, width.count)               # 2^b levels
+
+
 # -- the kernels ----------------------------------------------------------------------------------------------
 # Written on block slices indexed from 0 (xs[i], not x[lo + i]): Numba then knows no index is negative and
 # emits no wraparound test, which is what lets LLVM vectorise the loops.  error_model="numpy": a division
@@ -359,8 +389,9 @@ def _chunks(n):
 # saves_ns: 0.15-0.6 ns per element with the value (silu to softplus, 2^21-2^22 float32, measured), 0.04-0.07
 # without it (tanh): its calls pass a third of their elements as the work.  CONTRACT: _act_kernel's flag.
 @kernel(error_model="numpy", fastmath=CONTRACT, saves_ns=0.2)
-def _fewbit_forward_kernel(code, x, consts, t, width, y, packed):
+def _fewbit_forward_kernel(code, x, consts, thresholds, width, y, packed):
     k = constant_tuple(consts)
+    t = _small_thresholds(thresholds, width)
     bits = len(width)
     n = x.size
     nbytes = packed.size
@@ -380,7 +411,8 @@ def _fewbit_forward_kernel(code, x, consts, t, width, y, packed):
 
 
 @kernel(error_model="numpy", saves_ns=0.06)
-def _fewbit_backward_kernel(packed, lv, width, y_bar, x_bar):
+def _fewbit_backward_kernel(packed, levels, width, y_bar, x_bar):
+    lv = _small_levels(levels, width)
     bits = len(width)
     n = y_bar.size
     nbytes = (n * bits + 7) // 8
@@ -397,25 +429,20 @@ def _fewbit_backward_kernel(packed, lv, width, y_bar, x_bar):
                 xb[i] = _pick(codes[i], lv) * gs[i]
 
 
-def _as_tuple(a):
-    """A small array as a tuple of its dtype's scalars: Numba types it UniTuple(dtype, n), a constant size."""
-    return tuple(a.tolist()) if a.dtype == np.float64 else tuple(a.dtype.type(v) for v in a.tolist())
-
-
-# The kernels' table arguments, made once per distinct table and dtype: thresholds and the tuples cost
-# ~7 µs a call (as much as the kernels themselves at 4096 elements).  Keyed by content (a table's arrays may
-# be edited in place); bounded like pointwise's parsed parameters.
+# The kernels' table arguments, made once per distinct table and dtype (the thresholds cost a few µs a call,
+# as much as the kernels themselves at 4096 elements).  Keyed by content (a table's arrays may be edited in
+# place); bounded like pointwise's parsed parameters.
 _args = {}
 
 
-def _table_arg(kind, values, dtype, bits):
+def _table_arg(kind, values, dtype):
+    """kind "t": the thresholds of borders `values` in `dtype`; "l": the levels cast to `dtype`."""
     dtype = np.dtype(dtype)
     values = np.asarray(values)
     key = (kind, values.dtype.str, values.tobytes(), dtype.str)
     arg = _args.get(key)
     if arg is None:
-        a = thresholds(values, dtype) if kind == "t" else values.astype(dtype)
-        arg = _as_tuple(a) if bits <= 4 else a
+        arg = thresholds(values, dtype) if kind == "t" else np.ascontiguousarray(values, dtype).ravel()
         if len(_args) >= _ARGS_MAX:
             _args.clear()
         _args[key] = arg
@@ -427,7 +454,7 @@ def fewbit_forward_numba(name, x, borders, bits, **params):
     xf = np.ascontiguousarray(x).reshape(-1)
     y = np.tanh(xf) if code == TANH else np.empty_like(xf)     # tanh: NumPy's SIMD value, as act_numba's
     packed = np.empty(nbytes_for(xf.size, bits), np.uint8)
-    _fewbit_forward_kernel(code, xf, _constants(xf.dtype, name, p), _table_arg("t", borders, xf.dtype, bits),
+    _fewbit_forward_kernel(code, xf, _constants(xf.dtype, name, p), _table_arg("t", borders, xf.dtype),
                            (0,) * bits, y, packed, work=xf.size // 3 if code == TANH else xf.size)
     return y.reshape(x.shape), packed
 
@@ -435,5 +462,5 @@ def fewbit_forward_numba(name, x, borders, bits, **params):
 def fewbit_backward_numba(packed, levels, bits, y_bar):
     g = np.ascontiguousarray(y_bar).reshape(-1)
     out = np.empty_like(g)
-    _fewbit_backward_kernel(packed.reshape(-1), _table_arg("l", levels, y_bar.dtype, bits), (0,) * bits, g, out)
+    _fewbit_backward_kernel(packed.reshape(-1), _table_arg("l", levels, y_bar.dtype), (0,) * bits, g, out)
     return out.reshape(y_bar.shape)

@@ -116,7 +116,7 @@ def test_fused_kernels_large_odd_size_both_compilations(bits):
         idx = np.searchsorted(borders, x.astype(np.float64))
         want_packed = K.pack_bins(idx, bits)
         t = F.thresholds(borders, dtype)
-        tt, width = (F._as_tuple(t) if bits <= 4 else t), (0,) * bits
+        tt, width = t, (0,) * bits
         k = P._constants(np.dtype(dtype), "silu", {})
         lv = levels.astype(dtype)
         with np.errstate(all="ignore"):
@@ -131,7 +131,7 @@ def test_fused_kernels_large_odd_size_both_compilations(bits):
             want = lv[idx] * y_bar
         for compiled in (F._fewbit_backward_kernel.serial, F._fewbit_backward_kernel.parallel):
             out = np.empty_like(y_bar)
-            compiled(want_packed, F._as_tuple(lv) if bits <= 4 else lv, width, y_bar, out)
+            compiled(want_packed, lv, width, y_bar, out)
             assert _bitwise(out, want)
 
 

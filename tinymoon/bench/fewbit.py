@@ -126,10 +126,10 @@ def _extras(name, bits, x, g):
     value, as for tanh, whose value comes from np.tanh) and the fused backward, and the multiply they replace."""
     from tinymoon.kernels import fewbit as F, pointwise as P
     table = fb.get_table(name, bits)
-    tt, width = F._table_arg("t", table.borders, x.dtype, bits), (0,) * bits    # the arguments the kernels get
+    tt, width = F._table_arg("t", table.borders, x.dtype), (0,) * bits    # the arguments the kernels get
     k = P._constants(x.dtype, "tanh", {})
     packed, y = np.empty(-(-x.size * bits // 8), np.uint8), np.empty_like(x)
-    lvt, out = F._table_arg("l", table.levels, g.dtype, bits), np.empty_like(g)
+    lvt, out = F._table_arg("l", table.levels, g.dtype), np.empty_like(g)
     d = np.ones_like(g)
     return {"bin+pack": lambda: F._fewbit_forward_kernel(F.TANH, x, k, tt, width, y, packed),
             "unpack+lookup+mul": lambda: F._fewbit_backward_kernel(packed, lvt, width, g, out),
