@@ -98,6 +98,28 @@ def test_float64_torch_init_depth_32_width_24():
 
 # ---- the error bound is an upper bound on the measured error ---------------------------------------------
 
+def test_error_bound_holds_over_many_narrow_float64_nets():
+    """report.SAFETY is a measured factor: over 300 seeded random narrow nets (the hypothesis test's ranges,
+    batch 8, where the batch sum cancels most) every gradient stays within the bound, and the worst ratio of
+    gradient error to measured cotangent error stays below SAFETY."""
+    from tinymoon.moonwalk.report import SAFETY
+    r = np.random.default_rng(2026_12_03)
+    worst = 0.0
+    for _ in range(300):
+        width, depth = int(r.integers(6, 41)), int(r.integers(4, 41))
+        slope, init = float(r.choice([0.1, 0.3, 0.5, 0.8])), str(r.choice(["torch", "ortho"]))
+        seed = int(r.integers(0, 2 ** 16 + 1))
+        model = leaky_mlp(depth, width, slope, init, dtype="float64", seed=seed)
+        x, y = batch(8, width, seed=seed + 1)
+        _, ref = grads(model, mw.backprop, x, y)
+        loss, got = grads(model, mw.backward, x, y)
+        err, rep = rel_err(got, ref), loss.report
+        assert err <= rep.error_bound, (width, depth, slope, init, seed, rep)
+        if rep.measured_error > 0:                    # nothing swept: the bound is eps, asserted above
+            worst = max(worst, err / rep.measured_error)
+    assert worst < SAFETY, worst
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_error_bound_bounds_the_measured_error(dtype):
     """Against backprop in the same precision, over depths, slopes, inits, anchor settings and repeated calls."""
