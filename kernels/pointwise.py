@@ -236,26 +236,6 @@ def _softplus(x, k):
 
 
 @njit(inline="always")
-def _act(code, x, k):
-    """(f(x), f'(x)) for activation `code` (numbering of COMPILED)."""
-    if code == 0:
-        return _relu(x, k)
-    if code == 1:
-        return _leaky_relu(x, k)
-    if code == 2:
-        return _elu(x, k)
-    if code == 3:
-        return _gelu(x, k)
-    if code == 4:
-        return _silu(x, k)
-    if code == 5:
-        return _tanh(x, k)
-    if code == 6:
-        return _sigmoid_pair(x, k)
-    return _softplus(x, k)
-
-
-@njit(inline="always")
 def constant_tuple(consts):
     """The eight constants as a tuple, read once before the loop.  Read from the array inside the loop, every
     iteration reloads them (a store to y might alias it), and the serial compilation then does not vectorise:
